@@ -1,0 +1,124 @@
+"""The one exception tree of the platform, and the one mapping from errors to HTTP answers.
+
+Every error raised on purpose derives from `PlatformError`. Each class says two things the
+HTTP adapters need: the status a caller sees, and whether the sender should try again.
+Webhook senders (Mercado Pago, Google push) retry on 5xx, so a permanent failure in a webhook
+is acknowledged with 200 instead of provoking a retry storm; `http_answer` decides that.
+
+    PlatformError
+    +-- RequestError (4xx: the caller sent something wrong; nothing was written)
+    |   +-- InvalidRequest 400, Unauthenticated 401, Forbidden 403, NotFound 404,
+    |       MethodNotAllowed 405, PayloadTooLarge 413, UnsupportedMediaType 415
+    +-- UpstreamError (Google, Mercado Pago, Firestore)
+    |   +-- TransientUpstreamError 503, retry (rate limits, 5xx, timeouts, budget spent)
+    |   |   +-- ReauthorizationRequired (the Google grant is gone; an admin must consent)
+    |   +-- PermanentUpstreamError 502 (a retry cannot help)
+    +-- UnprocessableNotification 422 (well-formed but cannot be applied: unknown booking,
+        amount mismatch); acknowledged to webhook senders
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+class PlatformError(Exception):
+    """Root of every error the platform raises on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+    retry: ClassVar[bool] = False
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class RequestError(PlatformError):
+    status = 400
+    code = "invalid_request"
+
+
+class InvalidRequest(RequestError):
+    status = 400
+    code = "invalid_request"
+
+
+class Unauthenticated(RequestError):
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(RequestError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(RequestError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(RequestError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class UpstreamError(PlatformError):
+    status = 502
+    code = "upstream_error"
+
+
+class TransientUpstreamError(UpstreamError):
+    status = 503
+    code = "upstream_unavailable"
+    retry = True
+
+
+class ReauthorizationRequired(TransientUpstreamError):
+    code = "reauthorization_required"
+
+
+class PermanentUpstreamError(UpstreamError):
+    status = 502
+    code = "upstream_rejected"
+
+
+class UnprocessableNotification(PlatformError):
+    status = 422
+    code = "unprocessable"
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    body: dict[str, Any]
+    retry_after: int | None = None
+
+
+def http_answer(error: PlatformError, *, webhook: bool = False) -> HttpAnswer:
+    """Turn an error into the HTTP answer a caller gets.
+
+    `webhook=True` is for senders that redeliver on anything but 2xx: errors a retry
+    cannot fix are acknowledged with 200 so the sender stops, while transient ones
+    answer 503 so it tries again later. Request errors stay 4xx either way: a forged
+    or malformed delivery must be visible as such.
+    """
+    body: dict[str, Any] = {"error": {"code": error.code, "message": error.message}}
+    if error.retry:
+        return HttpAnswer(503, body, retry_after=30)
+    if webhook and not isinstance(error, RequestError):
+        return HttpAnswer(200, {"status": "acknowledged", **body})
+    return HttpAnswer(error.status, body)
