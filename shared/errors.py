@@ -13,6 +13,7 @@ is acknowledged with 200 instead of provoking a retry storm; `http_answer` decid
     |   +-- TransientUpstreamError 503, retry (rate limits, 5xx, timeouts, budget spent)
     |   |   +-- ReauthorizationRequired (the Google grant is gone; an admin must consent)
     |   +-- PermanentUpstreamError 502 (a retry cannot help)
+    |       +-- UpstreamConflict (409), UpstreamNotFound (404), UpstreamGone (410)
     +-- UnprocessableNotification 422 (well-formed but cannot be applied: unknown booking,
         amount mismatch); acknowledged to webhook senders
 """
@@ -94,6 +95,22 @@ class ReauthorizationRequired(TransientUpstreamError):
 class PermanentUpstreamError(UpstreamError):
     status = 502
     code = "upstream_rejected"
+
+
+class UpstreamConflict(PermanentUpstreamError):
+    """The upstream already holds what we tried to create (Calendar 409 on an event id)."""
+
+    code = "upstream_conflict"
+
+
+class UpstreamNotFound(PermanentUpstreamError):
+    code = "upstream_not_found"
+
+
+class UpstreamGone(PermanentUpstreamError):
+    """Calendar 410: a sync token is no longer valid and a full sync is needed."""
+
+    code = "upstream_gone"
 
 
 class UnprocessableNotification(PlatformError):

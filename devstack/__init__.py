@@ -1,0 +1,1 @@
+"""The local development stack behind `./dev.sh`: start it, demo it, test against it."""

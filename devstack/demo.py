@@ -1,0 +1,77 @@
+"""The paid-booking scenario, end to end, told for a person (`./dev.sh demo`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from devstack.client import StackClient
+
+
+def run_demo(document: dict[str, Any]) -> dict[str, Any]:
+    client = StackClient(document)
+    say = print
+    booking_id = client.seed_booking()
+    client.db.collection("teachers").document("t-ana").set(
+        {"name": "Ana Gómez", "email": "ana.gomez@example.com"}
+    )
+    client.db.collection("classes").document("algebra-1").set(
+        {"title": "Álgebra I", "teacherId": "t-ana", "price": {"amount": 15000, "currency": "ARS"}}
+    )
+    say(f"1. Seeded teacher Ana Gómez, class 'Álgebra I' and booking {booking_id}")
+    say("   (awaiting payment, 15000 ARS, 2026-12-01 18:00-19:00 Buenos Aires).")
+
+    payment = client.create_payment(booking_id)
+    say(f"2. Mercado Pago approved payment {payment['id']} for the booking.")
+
+    deliveries = [
+        client.notify(payment["id"], action=action)
+        for action in ("payment.created", "payment.updated")
+    ]
+    for number, delivery in enumerate(deliveries, 1):
+        say(
+            f"3.{number} Signed webhook delivered: payment_webhook answered {delivery['status']}"
+            f" {delivery['body'].strip()}"
+        )
+    forged = client.notify(payment["id"], signature="forged")
+    say(f"4. Forged webhook (wrong secret): payment_webhook answered {forged['status']}.")
+
+    booking = client.booking(booking_id)
+    events = client.events_for_booking(booking_id)
+    say(f"5. Booking {booking_id} is now '{booking.get('status')}':")
+    for field in (
+        "paymentId",
+        "paymentStatus",
+        "googleEventId",
+        "meetLink",
+        "htmlLink",
+        "calendarStatus",
+    ):
+        say(f"     {field:15} {booking.get(field)}")
+    for event in events:
+        attendees = ", ".join(a["email"] for a in event.get("attendees", []))
+        say(f"6. Calendar event {event['id']}: '{event.get('summary')}'")
+        say(
+            f"     {event['start']['dateTime']} -> {event['end']['dateTime']}"
+            f" ({event['start'].get('timeZone')}), Meet {event.get('hangoutLink')}"
+        )
+        say(f"     invited: {attendees}")
+    say(f"   Events carrying this booking id: {len(events)} (two deliveries, one event).")
+    ok = (
+        len(events) == 1
+        and booking.get("status") == "scheduled"
+        and bool(booking.get("meetLink"))
+        and forged["status"] == 401
+        and all(d["status"] == 200 for d in deliveries)
+    )
+    return {
+        "ok": ok,
+        "bookingId": booking_id,
+        "paymentId": str(payment["id"]),
+        "googleEventId": booking.get("googleEventId"),
+        "meetLink": booking.get("meetLink"),
+        "calendarStatus": booking.get("calendarStatus"),
+        "bookingStatus": booking.get("status"),
+        "eventsForBooking": len(events),
+        "deliveryStatuses": [d["status"] for d in deliveries],
+        "forgedStatus": forged["status"],
+    }

@@ -1,0 +1,283 @@
+"""The local stack: the official Firestore emulator, our emulators, and every function.
+
+`LocalStack.start()` brings everything up on free loopback ports, seeds Secret Manager with
+the stack's (throwaway) credentials, and returns the `stack.json` document that tests,
+benchmarks and outside tools rely on. Functions run either as `functions-framework`
+processes (what `./dev.sh up` does, like production) or as threads of this process (what the
+test suite does, so it can reach clients and state directly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emulators import EmulatorCredentials, RunningEmulators, start_emulators
+from emulators._base import ServerThread
+
+ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS_DIR = ROOT / "functions"
+PROJECT_ID = "demo-virtual-classes"
+CALENDAR_ID = "clases@demo-virtual-classes.local"
+ADMIN_EMAIL = "admin@example.com"
+
+
+class PrerequisiteMissing(RuntimeError):
+    """A tool the stack needs is not installed; the message says what to install."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def function_names() -> list[str]:
+    return sorted(p.parent.name for p in FUNCTIONS_DIR.glob("*/main.py"))
+
+
+def wait_for_http(url: str, timeout: float = 60.0) -> None:
+    """Poll until something answers HTTP at `url` (any status counts as up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing answered at {url} within {timeout:.0f}s") from None
+            time.sleep(0.1)
+
+
+def check_prerequisites() -> None:
+    if shutil.which("java") is None:
+        raise PrerequisiteMissing("Java is missing: install a JRE 11+ (e.g. openjdk-17-jre).")
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        raise PrerequisiteMissing(
+            "gcloud is missing: install the Google Cloud CLI with the Firestore emulator "
+            "component (gcloud components install cloud-firestore-emulator)."
+        )
+    sdk_root = Path(gcloud).resolve().parent.parent
+    if not any(sdk_root.glob("**/cloud-firestore-emulator/cloud_firestore_emulator")):
+        raise PrerequisiteMissing(
+            "The Firestore emulator is missing: gcloud components install "
+            "cloud-firestore-emulator (or the Debian package "
+            "google-cloud-cli-firestore-emulator)."
+        )
+
+
+class FirestoreEmulator:
+    """The official emulator, started through gcloud in a process group of its own."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> FirestoreEmulator:
+        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._process = subprocess.Popen(
+            ["gcloud", "emulators", "firestore", "start", f"--host-port={self.host}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for_http(f"http://{self.host}/", timeout=90)
+        return self
+
+    def reset(self, project_id: str) -> None:
+        """Drop every document (the emulator's own endpoint for it)."""
+        url = f"http://{self.host}/emulator/v1/projects/{project_id}/databases/(default)/documents"
+        urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10).close()
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        try:
+            os.killpg(self._process.pid, signal.SIGTERM)
+            self._process.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+        self._process = None
+
+
+@dataclass
+class LocalStack:
+    """Everything `./dev.sh up` runs, startable from a test session too."""
+
+    functions_in_process: bool = False
+    state_dir: Path = ROOT / ".local"
+    project_id: str = PROJECT_ID
+    calendar_id: str = CALENDAR_ID
+    firestore: FirestoreEmulator | None = None
+    emulators: RunningEmulators | None = None
+    document: dict[str, Any] = field(default_factory=dict)
+    _function_servers: list[ServerThread] = field(default_factory=list)
+    _function_processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self) -> dict[str, Any]:
+        check_prerequisites()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.firestore = FirestoreEmulator(log_path=self.state_dir / "firestore.log").start()
+        creds = EmulatorCredentials(
+            oauth_client_id="local-client.apps.googleusercontent.com",
+            oauth_client_secret=secrets.token_urlsafe(24),
+            refresh_token="1//local-" + secrets.token_urlsafe(32),
+            mercadopago_access_token="TEST-local-" + secrets.token_hex(16),
+        )
+        self.emulators = start_emulators(creds)
+        urls = self.emulators.urls()
+        oauth_base = urls["oauth"]
+        stack_secrets = {
+            "mercadopago_webhook_secret": secrets.token_hex(32),
+            "admin_api_key": secrets.token_urlsafe(32),
+        }
+        self._seed_secrets(creds, stack_secrets, oauth_base)
+        names = function_names()
+        ports = {name: free_port() for name in names}
+        function_urls = {name: f"http://127.0.0.1:{ports[name]}/{name}" for name in names}
+        env = {
+            "GOOGLE_CLOUD_PROJECT": self.project_id,
+            "CALENDAR_ID": self.calendar_id,
+            "FIRESTORE_EMULATOR_HOST": self.firestore.host,
+            "CALENDAR_API_ENDPOINT": urls["calendar"],
+            "SECRET_MANAGER_ENDPOINT": urls["secretmanager"],
+            "GOOGLE_OAUTH_AUTH_URI": f"{oauth_base}/o/oauth2/auth",
+            "GOOGLE_OAUTH_TOKEN_URI": f"{oauth_base}/token",
+            "GOOGLE_OAUTH_REVOKE_URI": f"{oauth_base}/revoke",
+            "GOOGLE_CERTS_URL": f"{oauth_base}/oauth2/v1/certs",
+            "MERCADOPAGO_API_BASE": urls["mercadopago"],
+            "ADMIN_EMAILS": ADMIN_EMAIL,
+            "ID_TOKEN_AUDIENCE": "local-virtual-classes",
+            "PYTHONPATH": str(ROOT),
+        }
+        if "oauth_callback" in function_urls:
+            env["OAUTH_REDIRECT_URI"] = function_urls["oauth_callback"]
+        if "calendar_notifications" in function_urls:
+            env["NOTIFICATIONS_URL"] = function_urls["calendar_notifications"]
+        self._start_functions(names, ports, env)
+        self.document = {
+            "project_id": self.project_id,
+            "calendar_id": self.calendar_id,
+            "functions": function_urls,
+            "emulators": {"firestore": self.firestore.host, **urls},
+            "oauth": {
+                "auth_uri": env["GOOGLE_OAUTH_AUTH_URI"],
+                "token_uri": env["GOOGLE_OAUTH_TOKEN_URI"],
+                "client_id": creds.oauth_client_id,
+                "client_secret": creds.oauth_client_secret,
+                "refresh_token": creds.refresh_token,
+            },
+            "secrets": stack_secrets,
+            "admin_email": ADMIN_EMAIL,
+            "env": env,
+        }
+        (self.state_dir / "stack.json").write_text(json.dumps(self.document, indent=2) + "\n")
+        return self.document
+
+    def _seed_secrets(
+        self, creds: EmulatorCredentials, stack_secrets: dict[str, str], oauth_base: str
+    ) -> None:
+        assert self.emulators is not None
+        client_json = {
+            "web": {
+                "client_id": creds.oauth_client_id,
+                "client_secret": creds.oauth_client_secret,
+                "auth_uri": f"{oauth_base}/o/oauth2/auth",
+                "token_uri": f"{oauth_base}/token",
+                "redirect_uris": [],
+            }
+        }
+        values = {
+            "google-oauth-client": json.dumps(client_json),
+            "google-calendar-refresh-token": creds.refresh_token,
+            "mercadopago-access-token": creds.mercadopago_access_token,
+            "mercadopago-webhook-secret": stack_secrets["mercadopago_webhook_secret"],
+            "admin-api-key": stack_secrets["admin_api_key"],
+            "oauth-state-key": secrets.token_hex(32),
+            "google-public-api-key": "local-public-" + secrets.token_hex(8),
+        }
+        for secret_id, value in values.items():
+            self.emulators.secretmanager.seed(self.project_id, secret_id, value.encode())
+
+    def _start_functions(
+        self, names: list[str], ports: dict[str, int], env: dict[str, str]
+    ) -> None:
+        if self.functions_in_process:
+            import functions_framework
+
+            os.environ.update(env)
+            if str(ROOT) not in sys.path:
+                sys.path.insert(0, str(ROOT))
+            for name in names:
+                app = functions_framework.create_app(name, str(FUNCTIONS_DIR / name / "main.py"))
+                self._function_servers.append(ServerThread(app, ports[name]).start())
+            return
+        child_env = {**os.environ, **env}
+        bin_dir = Path(sys.executable).parent
+        for name in names:
+            log = open(self.state_dir / f"{name}.log", "wb")  # noqa: SIM115
+            self._function_processes.append(
+                subprocess.Popen(
+                    [
+                        str(bin_dir / "functions-framework"),
+                        f"--source={FUNCTIONS_DIR / name / 'main.py'}",
+                        f"--target={name}",
+                        "--host=127.0.0.1",
+                        f"--port={ports[name]}",
+                    ],
+                    env=child_env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        for name in names:
+            wait_for_http(f"http://127.0.0.1:{ports[name]}/", timeout=60)
+
+    def stop(self) -> None:
+        for process in self._function_processes:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        self._function_processes.clear()
+        for server in self._function_servers:
+            server.stop()
+        self._function_servers.clear()
+        if self.emulators is not None:
+            self.emulators.stop()
+            self.emulators = None
+        if self.firestore is not None:
+            self.firestore.stop()
+            self.firestore = None
+
+
+def is_alive(document: dict[str, Any]) -> bool:
+    """Whether a stack described by `stack.json` still answers (its Firestore and functions)."""
+    try:
+        wait_for_http(f"http://{document['emulators']['firestore']}/", timeout=1)
+        for url in document["functions"].values():
+            wait_for_http(url.rsplit("/", 1)[0] + "/", timeout=1)
+    except (TimeoutError, KeyError):
+        return False
+    return True
