@@ -8,6 +8,7 @@ No credential -> 401; a valid credential without admin rights -> 403.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,12 +59,12 @@ def require_admin(headers: dict[str, str]) -> Admin:
     return Admin(email, "id_token")
 
 
-def _verify(token: str) -> dict[str, Any]:
+def _verify(token: str) -> Mapping[str, Any]:
     settings = get_settings()
     if not settings.id_token_audience:
         raise Unauthenticated("ID tokens are not accepted: no audience is configured")
     try:
-        claims: dict[str, Any] = id_token.verify_token(
+        claims = id_token.verify_token(
             token,
             _google_request(),
             audience=settings.id_token_audience,
