@@ -17,6 +17,7 @@ control routes live under `/_emulator/` and are never part of the emulated API:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
@@ -143,7 +144,9 @@ class EmulatorApp:
         def inject_faults() -> Response | None:
             if request.path.startswith("/_emulator/"):
                 return None
-            rule_key = f"{request.method} {request.url_rule.rule if request.url_rule else request.path}"
+            rule_key = (
+                f"{request.method} {request.url_rule.rule if request.url_rule else request.path}"
+            )
             with self._calls_lock:
                 self.calls[rule_key] += 1
             if self.faults.latency_ms:
@@ -163,9 +166,7 @@ class EmulatorApp:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(body), status=status, headers=headers, mimetype="application/json"
-    )
+    return Response(json.dumps(body), status=status, headers=headers, mimetype="application/json")
 
 
 class _DropResponseMiddleware:
@@ -182,10 +183,8 @@ class _DropResponseMiddleware:
         del body
         sock = environ.get("werkzeug.socket")
         if isinstance(sock, socket.socket):
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         return []
 
 
@@ -199,7 +198,9 @@ class ServerThread:
         self.server.daemon_threads = True  # type: ignore[attr-defined]
         self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def start(self) -> ServerThread:
         self._thread.start()

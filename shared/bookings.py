@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.clients import firestore_client
 from shared.config import TIME_ZONE, get_settings
@@ -185,7 +186,8 @@ def firestore_call(what: str) -> Iterator[None]:
 def find_by_preference(preference_id: str) -> firestore.DocumentSnapshot[Any] | None:
     """The booking whose `preferenceId` matches (the Checkout Pro preference paid)."""
     with firestore_call("find booking by preference"):
-        matches = list(bookings().where("preferenceId", "==", preference_id).limit(2).stream())
+        query = bookings().where(filter=FieldFilter("preferenceId", "==", preference_id))
+        matches = list(query.limit(2).stream())
     return matches[0] if len(matches) == 1 else None
 
 

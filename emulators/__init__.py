@@ -1,0 +1,74 @@
+"""Local emulators of the upstreams that have no official one.
+
+Google Calendar API v3, Google OAuth 2.0, Secret Manager v1 (REST) and the Mercado Pago
+API, each a small HTTP server on 127.0.0.1 that the production client libraries talk to
+unchanged. They live outside `shared/` because they are never deployed.
+
+`start_emulators()` runs all four in this process (the OAuth server's access tokens must be
+known to the Calendar server); `python -m emulators` does the same in a process of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emulators._base import EmulatorApp, ServerThread
+from emulators.calendar import CalendarEmulator
+from emulators.mercadopago import MercadoPagoEmulator
+from emulators.oauth import OAuthEmulator
+from emulators.secretmanager import SecretManagerEmulator
+
+
+@dataclass(frozen=True)
+class EmulatorCredentials:
+    """The fixed credentials a local stack is born with (never real ones)."""
+
+    oauth_client_id: str
+    oauth_client_secret: str
+    refresh_token: str
+    mercadopago_access_token: str
+
+
+@dataclass
+class RunningEmulators:
+    oauth: OAuthEmulator
+    calendar: CalendarEmulator
+    secretmanager: SecretManagerEmulator
+    mercadopago: MercadoPagoEmulator
+    servers: dict[str, ServerThread]
+
+    def urls(self) -> dict[str, str]:
+        return {
+            "calendar": self.servers["calendar"].url + "/calendar/v3/",
+            "secretmanager": self.servers["secretmanager"].url,
+            "oauth": self.servers["oauth"].url,
+            "mercadopago": self.servers["mercadopago"].url,
+        }
+
+    def stop(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+
+
+def start_emulators(
+    creds: EmulatorCredentials, ports: dict[str, int] | None = None
+) -> RunningEmulators:
+    ports = ports or {}
+    oauth = OAuthEmulator(
+        client_id=creds.oauth_client_id,
+        client_secret=creds.oauth_client_secret,
+        refresh_token=creds.refresh_token,
+    )
+    calendar = CalendarEmulator(check_access_token=oauth.check_access_token)
+    secretmanager = SecretManagerEmulator()
+    mercadopago = MercadoPagoEmulator(access_token=creds.mercadopago_access_token)
+    apps: dict[str, EmulatorApp] = {
+        "oauth": oauth.app,
+        "calendar": calendar.app,
+        "secretmanager": secretmanager.app,
+        "mercadopago": mercadopago.app,
+    }
+    servers = {
+        name: ServerThread(app.app, ports.get(name, 0)).start() for name, app in apps.items()
+    }
+    return RunningEmulators(oauth, calendar, secretmanager, mercadopago, servers)
