@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -131,7 +132,7 @@ class LocalStack:
     emulators: RunningEmulators | None = None
     document: dict[str, Any] = field(default_factory=dict)
     _function_servers: list[ServerThread] = field(default_factory=list)
-    _function_processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    function_processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self) -> dict[str, Any]:
         check_prerequisites()
@@ -143,6 +144,7 @@ class LocalStack:
             refresh_token="1//local-" + secrets.token_urlsafe(32),
             mercadopago_access_token="TEST-local-" + secrets.token_hex(16),
         )
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per emulator request
         self.emulators = start_emulators(creds)
         urls = self.emulators.urls()
         oauth_base = urls["oauth"]
@@ -235,32 +237,30 @@ class LocalStack:
         bin_dir = Path(sys.executable).parent
         for name in names:
             log = open(self.state_dir / f"{name}.log", "wb")  # noqa: SIM115
-            self._function_processes.append(
-                subprocess.Popen(
-                    [
-                        str(bin_dir / "functions-framework"),
-                        f"--source={FUNCTIONS_DIR / name / 'main.py'}",
-                        f"--target={name}",
-                        "--host=127.0.0.1",
-                        f"--port={ports[name]}",
-                    ],
-                    env=child_env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            self.function_processes[name] = subprocess.Popen(
+                [
+                    str(bin_dir / "functions-framework"),
+                    f"--source={FUNCTIONS_DIR / name / 'main.py'}",
+                    f"--target={name}",
+                    "--host=127.0.0.1",
+                    f"--port={ports[name]}",
+                ],
+                env=child_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         for name in names:
             wait_for_http(f"http://127.0.0.1:{ports[name]}/", timeout=60)
 
     def stop(self) -> None:
-        for process in self._function_processes:
+        for process in self.function_processes.values():
             try:
                 os.killpg(process.pid, signal.SIGTERM)
                 process.wait(timeout=10)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-        self._function_processes.clear()
+        self.function_processes.clear()
         for server in self._function_servers:
             server.stop()
         self._function_servers.clear()
