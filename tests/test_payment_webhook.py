@@ -10,6 +10,7 @@ import time
 
 import pytest
 import requests
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from devstack.client import StackClient
 from shared.calendar import event_id_for_booking
@@ -144,7 +145,9 @@ def test_amount_mismatch_creates_no_event(client: StackClient) -> None:
     assert _deliver(client, payment["id"])["status"] == 200
     assert client.booking(booking_id)["status"] == "awaiting_payment"
     assert client.events_for_booking(booking_id) == []
-    issues = client.db.collection("payment_issues").where("kind", "==", "amount_mismatch")
+    issues = client.db.collection("payment_issues").where(
+        filter=FieldFilter("kind", "==", "amount_mismatch")
+    )
     assert len(list(issues.stream())) == 1
 
 
@@ -344,3 +347,70 @@ def test_other_topics_are_ignored(client: StackClient) -> None:
     assert response.status_code == 200
     assert response.json()["outcome"] == "ignored"
     assert _nothing_written(client)
+
+
+def test_pending_conference_is_fetched_again_until_the_meet_link_exists(
+    client: StackClient,
+) -> None:
+    calendar = client.doc["emulators"]["calendar"].split("/calendar/v3/")[0]
+    requests.post(f"{calendar}/_emulator/calendar/conference", json={"pendingGets": 2}, timeout=5)
+    booking_id = client.seed_booking()
+    payment = client.create_payment(booking_id)
+
+    assert _deliver(client, payment["id"])["status"] == 200
+
+    booking = client.booking(booking_id)
+    assert booking["conferenceStatus"] == "success"
+    assert booking["meetLink"].startswith("https://meet.google.com/")
+
+
+def test_mercado_pago_outage_is_retried_within_the_budget(client: StackClient) -> None:
+    booking_id = client.seed_booking()
+    payment = client.create_payment(booking_id)
+    client.set_faults(
+        "mercadopago", {"rules": [{"status": 503, "pathContains": "/v1/payments/", "count": 2}]}
+    )
+
+    assert _deliver(client, payment["id"])["status"] == 200
+    assert client.booking(booking_id)["status"] == "scheduled"
+
+
+def test_calendar_rejection_is_acknowledged_and_left_for_admins(client: StackClient) -> None:
+    booking_id = client.seed_booking()
+    payment = client.create_payment(booking_id)
+    client.set_faults(
+        "calendar", {"rules": [{"status": 400, "reason": "invalid", "method": "POST"}]}
+    )
+
+    delivery = _deliver(client, payment["id"])
+
+    assert delivery["status"] == 200  # a retry cannot help: no retry storm
+    booking = client.booking(booking_id)
+    assert booking["status"] == "paid"
+    assert booking["calendarStatus"] == "pending_creation"
+    issue = client.db.collection("payment_issues").document(f"{payment['id']}-calendar_rejected")
+    assert issue.get().exists
+
+
+def test_logs_carry_ids_but_never_a_secret(
+    client: StackClient, capfd: pytest.CaptureFixture[str]
+) -> None:
+    booking_id = client.seed_booking()
+    payment = client.create_payment(booking_id)
+
+    _deliver(client, payment["id"])
+    _signed_post(client, secret="wrong")
+
+    out, err = capfd.readouterr()
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    handled = [line for line in lines if line.get("booking_id") == booking_id]
+    assert handled and handled[0]["severity"] == "INFO"
+    assert handled[0]["payment_id"] == str(payment["id"])
+    assert "duration_ms" in handled[0]
+    secrets = [
+        client.doc["secrets"]["mercadopago_webhook_secret"],
+        client.doc["oauth"]["refresh_token"],
+    ]
+    secrets.append(client.doc["oauth"]["client_secret"])
+    for secret in secrets:
+        assert secret not in out and secret not in err
