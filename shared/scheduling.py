@@ -19,6 +19,7 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared import logs
 from shared.bookings import (
@@ -26,6 +27,7 @@ from shared.bookings import (
     BookingStatus,
     InvalidBooking,
     booking_ref,
+    bookings,
     can_move,
     claim_ref,
     find_by_preference,
@@ -242,8 +244,12 @@ def _schedule(
             "calendar_rejected", payment.id, bookingId=booking.id, detail=exc.message
         )
         return Outcome("calendar_rejected", payment.id, booking.id)
-    fields = {
-        **paid,
+    _commit(snap, {**paid, **_event_fields(link)}, new_claim)
+    return Outcome("scheduled", payment.id, booking.id, link)
+
+
+def _event_fields(link: EventLink) -> dict[str, Any]:
+    return {
         "status": BookingStatus.SCHEDULED.value,
         "googleEventId": link.event_id,
         "meetLink": link.meet_link or None,
@@ -251,9 +257,59 @@ def _schedule(
         "calendarStatus": link.status,
         "conferenceStatus": link.conference_status,
         "calendarError": firestore.DELETE_FIELD,
+        "updatedAt": firestore.SERVER_TIMESTAMP,
     }
-    _commit(snap, fields, new_claim)
-    return Outcome("scheduled", payment.id, booking.id, link)
+
+
+def reconcile_bookings(deadline: Deadline, limit: int = 50) -> list[Outcome]:
+    """Finish what deliveries could not: paid bookings without an event, pending Meet links.
+
+    Runs on a schedule (and after an admin consents again). Each booking goes through the
+    same idempotent `ensure_class_event`, so a sweep that overlaps a late webhook is harmless.
+    A transient failure ends the sweep early; the next run picks up where it stopped.
+    """
+    outcomes: list[Outcome] = []
+    with firestore_call("find bookings to reconcile"):
+        paid = list(
+            bookings()
+            .where(filter=FieldFilter("status", "==", BookingStatus.PAID.value))
+            .limit(limit)
+            .stream()
+        )
+        pending = list(
+            bookings()
+            .where(filter=FieldFilter("conferenceStatus", "==", "pending"))
+            .limit(limit)
+            .stream()
+        )
+    for snap in [*paid, *pending]:
+        if deadline.remaining() < 2.0:
+            break
+        booking = Booking.from_document(snap.id, snap.to_dict() or {})
+        if not booking.payment_id:
+            continue
+        try:
+            link = ensure_class_event(booking, booking.payment_id, deadline)
+            _commit(snap, _event_fields(link), None)
+        except InvalidBooking as exc:
+            outcomes.append(Outcome("invalid_booking", booking.payment_id, booking.id))
+            logs.error("booking cannot become an event", booking_id=booking.id, detail=exc.message)
+            continue
+        except PermanentUpstreamError as exc:
+            outcomes.append(Outcome("calendar_rejected", booking.payment_id, booking.id))
+            logs.error(
+                "Google Calendar rejected the class event",
+                booking_id=booking.id,
+                detail=exc.message,
+            )
+            continue
+        except (gexc.FailedPrecondition, gexc.Aborted):
+            continue  # a delivery wrote it meanwhile
+        except TransientUpstreamError:
+            outcomes.append(Outcome("retry_later", booking.payment_id, booking.id))
+            break
+        outcomes.append(Outcome("scheduled", booking.payment_id, booking.id, link))
+    return outcomes
 
 
 def _mark_paid_without_event(
