@@ -167,6 +167,7 @@ class LocalStack:
             "GOOGLE_OAUTH_REVOKE_URI": f"{oauth_base}/revoke",
             "GOOGLE_CERTS_URL": f"{oauth_base}/oauth2/v1/certs",
             "MERCADOPAGO_API_BASE": urls["mercadopago"],
+            "OAUTHLIB_INSECURE_TRANSPORT": "1",  # the OAuth emulator speaks http on loopback
             "ADMIN_EMAILS": ADMIN_EMAIL,
             "ID_TOKEN_AUDIENCE": "local-virtual-classes",
             "PYTHONPATH": str(ROOT),
@@ -193,7 +194,20 @@ class LocalStack:
             "env": env,
         }
         (self.state_dir / "stack.json").write_text(json.dumps(self.document, indent=2) + "\n")
+        if "renew_watch" in function_urls:
+            self._register_channel(function_urls["renew_watch"], stack_secrets["admin_api_key"])
         return self.document
+
+    @staticmethod
+    def _register_channel(renew_url: str, api_key: str) -> None:
+        """Open the calendar's push channel now, as the scheduler would, so changes sync at once."""
+        request = urllib.request.Request(
+            renew_url, data=b"", method="POST", headers={"X-API-Key": api_key}
+        )
+        try:
+            urllib.request.urlopen(request, timeout=60).close()
+        except OSError as exc:
+            print(f"devstack: could not open the calendar channel: {exc}", file=sys.stderr)
 
     def _seed_secrets(
         self, creds: EmulatorCredentials, stack_secrets: dict[str, str], oauth_base: str

@@ -75,8 +75,13 @@ class Settings:
     admin_emails: tuple[str, ...] = ()
     id_token_audience: str = ""
     public_events_enabled: bool = False
+    public_calendar_id: str = ""  # empty: the platform's calendar (CALENDAR_ID)
     # Push notifications.
     notifications_url: str = ""
+    channel_ttl_seconds: float = 7 * 24 * 3600.0
+    channel_renew_before_seconds: float = 24 * 3600.0
+    scheduler_audience: str = ""
+    scheduler_invoker_emails: tuple[str, ...] = ()
     secrets: SecretNames = field(default_factory=SecretNames)
 
     @property
@@ -119,5 +124,12 @@ def get_settings() -> Settings:
         admin_emails=_env_list("ADMIN_EMAILS"),
         id_token_audience=_env("ID_TOKEN_AUDIENCE"),
         public_events_enabled=_env_bool("PUBLIC_EVENTS_ENABLED"),
+        public_calendar_id=_env("PUBLIC_CALENDAR_ID"),
         notifications_url=_env("NOTIFICATIONS_URL"),
+        channel_ttl_seconds=_env_float("CHANNEL_TTL_SECONDS", defaults.channel_ttl_seconds),
+        channel_renew_before_seconds=_env_float(
+            "CHANNEL_RENEW_BEFORE_SECONDS", defaults.channel_renew_before_seconds
+        ),
+        scheduler_audience=_env("SCHEDULER_AUDIENCE"),
+        scheduler_invoker_emails=_env_list("SCHEDULER_INVOKER_EMAILS"),
     )

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from shared.errors import TransientUpstreamError
+from shared.errors import ReauthorizationRequired, TransientUpstreamError
 
 T = TypeVar("T")
 
@@ -46,6 +46,8 @@ def with_backoff(
     while True:
         try:
             return call()
+        except ReauthorizationRequired:
+            raise  # only an admin's new consent helps; retrying would spend the budget
         except TransientUpstreamError:
             sleep = random.uniform(0, delay)
             if deadline.remaining() < sleep + 0.5:

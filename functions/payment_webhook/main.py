@@ -9,7 +9,12 @@ from flask import Request, Response
 
 from shared import logs
 from shared.config import get_settings
-from shared.errors import MethodNotAllowed, PlatformError, RequestError
+from shared.errors import (
+    MethodNotAllowed,
+    PlatformError,
+    ReauthorizationRequired,
+    RequestError,
+)
 from shared.payments import MAX_BODY_BYTES, IgnoredNotification, parse_notification
 from shared.retry import Deadline
 from shared.scheduling import apply_payment_notification
@@ -36,7 +41,9 @@ def payment_webhook(request: Request) -> Response:
         deadline = Deadline(get_settings().handler_budget_seconds)
         outcome = apply_payment_notification(note, deadline)
     except PlatformError as exc:
-        severity = "WARNING" if isinstance(exc, RequestError) else "ERROR"
+        # The token provider already logged a lost grant once, at ERROR.
+        quiet = isinstance(exc, RequestError | ReauthorizationRequired)
+        severity = "WARNING" if quiet else "ERROR"
         logs.log(
             severity,
             "payment notification failed",

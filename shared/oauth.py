@@ -1,0 +1,290 @@
+"""Connecting Google Calendar: an admin's consent becomes the refresh token in Secret Manager.
+
+`start_consent` sends an admin to Google's consent screen; `complete_consent` handles where
+Google sends the admin back. The `state` between the two is signed with the
+`oauth-state-key` secret, expires in ten minutes and is used once (its Firestore document is
+consumed in a transaction), so a forged, stale or replayed callback stores nothing. The PKCE
+verifier is derived from the same key and the state's nonce: nothing secret is kept in
+Firestore. The refresh token goes to Secret Manager as a new version (older versions are
+disabled, not destroyed); Firestore gets who connected, when, which scopes and which
+calendar, never a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import google.auth.exceptions
+import google.auth.transport.requests
+import requests
+from google.cloud import firestore
+from google.oauth2 import id_token
+from google_auth_oauthlib.flow import Flow
+from oauthlib.oauth2.rfc6749.errors import OAuth2Error
+
+from shared import logs
+from shared.admin import Admin
+from shared.bookings import firestore_call
+from shared.clients import firestore_client, http_session
+from shared.config import get_settings
+from shared.errors import PlatformError, TransientUpstreamError
+from shared.secrets import add_secret_version, read_secret
+from shared.tokens import (
+    CALENDAR_SCOPES,
+    forget_calendar_grant,
+    integration_status_ref,
+    oauth_client_config,
+)
+
+STATE_COLLECTION = "oauth_states"
+STATE_LIFETIME_SECONDS = 600
+EMAIL_SCOPE = "https://www.googleapis.com/auth/userinfo.email"
+# Long scope names: Google answers "email" as EMAIL_SCOPE, which oauthlib calls a change.
+CONSENT_SCOPES: tuple[str, ...] = ("openid", EMAIL_SCOPE, *CALENDAR_SCOPES)
+
+
+class ConsentOutcome(enum.StrEnum):
+    """How a callback ended; each has its own page and HTTP status."""
+
+    CONNECTED = "connected"
+    INVALID_STATE = "invalid_state"  # forged, malformed or unknown
+    EXPIRED_STATE = "expired_state"
+    REUSED_STATE = "reused_state"
+    ACCESS_DENIED = "access_denied"
+    OAUTH_ERROR = "oauth_error"
+    CODE_REJECTED = "code_rejected"
+    NO_REFRESH_TOKEN = "no_refresh_token"  # noqa: S105 (an outcome name, not a secret)
+    MISSING_SCOPES = "missing_scopes"
+
+    @property
+    def status(self) -> int:
+        if self is ConsentOutcome.CONNECTED:
+            return 200
+        return 403 if self is ConsentOutcome.ACCESS_DENIED else 400
+
+
+@dataclass(frozen=True)
+class ConsentStart:
+    authorization_url: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ConsentResult:
+    outcome: ConsentOutcome
+    connected_by: str | None = None
+    scopes: tuple[str, ...] = ()
+    calendar_id: str = ""
+    error: str = ""  # the OAuth error code Google sent, for the page
+
+
+def sign_state(key: str, nonce: str, expires_at: int) -> str:
+    """`nonce.expiry.signature`: the signature covers both, so neither can be changed."""
+    payload = f"{nonce}.{expires_at}"
+    digest = hmac.new(key.encode(), f"state:{payload}".encode(), hashlib.sha256).digest()
+    return f"{payload}.{_b64(digest)}"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _code_verifier(key: str, nonce: str) -> str:
+    """The PKCE verifier of one state, recomputable at the callback and never stored."""
+    return _b64(hmac.new(key.encode(), f"pkce:{nonce}".encode(), hashlib.sha256).digest())
+
+
+def _redirect_uri() -> str:
+    uri = get_settings().oauth_redirect_uri
+    if not uri:
+        raise PlatformError("OAUTH_REDIRECT_URI is not set: the oauth_callback URL is needed")
+    return uri
+
+
+def start_consent(admin: Admin) -> ConsentStart:
+    """Record a single-use state and build the URL of Google's consent screen."""
+    settings = get_settings()
+    redirect_uri = _redirect_uri()
+    key = read_secret(settings.secrets.oauth_state_key)
+    nonce = secrets.token_urlsafe(24)
+    expires_at = int(time.time()) + STATE_LIFETIME_SECONDS
+    expiry = datetime.fromtimestamp(expires_at, UTC)
+    with firestore_call("record OAuth state"):
+        firestore_client().collection(STATE_COLLECTION).document(nonce).create(
+            {
+                "requestedBy": admin.identity,
+                "createdAt": firestore.SERVER_TIMESTAMP,
+                "expiresAt": expiry,  # a Firestore TTL policy on this field deletes old states
+            }
+        )
+    challenge = _b64(hashlib.sha256(_code_verifier(key, nonce).encode()).digest())
+    params = {
+        "client_id": oauth_client_config()["client_id"],
+        "redirect_uri": redirect_uri,
+        "response_type": "code",
+        "scope": " ".join(CONSENT_SCOPES),
+        "access_type": "offline",
+        "prompt": "consent",
+        "include_granted_scopes": "true",
+        "state": sign_state(key, nonce, expires_at),
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    if admin.method == "id_token":
+        params["login_hint"] = admin.identity
+    logs.info("calendar consent started", requested_by=admin.identity)
+    return ConsentStart(f"{settings.oauth_auth_uri}?{urlencode(params)}", expiry)
+
+
+def complete_consent(params: Mapping[str, str]) -> ConsentResult:
+    """Handle Google's redirect: check the state, exchange the code, store the grant."""
+    key = read_secret(get_settings().secrets.oauth_state_key)
+    checked = _check_state(key, params.get("state", ""))
+    if isinstance(checked, ConsentOutcome):
+        return _refused(checked)
+    nonce, requested_by = checked
+    error = params.get("error", "")
+    if error:
+        outcome = (
+            ConsentOutcome.ACCESS_DENIED if error == "access_denied" else ConsentOutcome.OAUTH_ERROR
+        )
+        return _refused(outcome, error)
+    if not params.get("code"):
+        return _refused(ConsentOutcome.OAUTH_ERROR, "missing_code")
+    answer = _exchange(params["code"], _code_verifier(key, nonce))
+    if isinstance(answer, ConsentResult):
+        return answer
+    scope = answer.get("scope") or ()  # oauthlib has already split it into a list
+    granted = tuple(sorted(scope.split() if isinstance(scope, str) else map(str, scope)))
+    if not answer.get("refresh_token"):
+        return _refused(ConsentOutcome.NO_REFRESH_TOKEN)
+    if not set(CALENDAR_SCOPES) <= set(granted):
+        return _refused(ConsentOutcome.MISSING_SCOPES)
+    return _connect(str(answer["refresh_token"]), granted, answer.get("id_token"), requested_by)
+
+
+def _refused(outcome: ConsentOutcome, error: str = "") -> ConsentResult:
+    logs.warning("calendar consent not completed", outcome=outcome.value, oauth_error=error or None)
+    return ConsentResult(outcome, error=error)
+
+
+def _check_state(key: str, state: str) -> tuple[str, str] | ConsentOutcome:
+    """(nonce, requested_by) of a valid state, consumed; else why it is refused."""
+    nonce, _, rest = state.partition(".")
+    expires_raw, _, _ = rest.partition(".")
+    if not nonce or not expires_raw.isdigit():
+        return ConsentOutcome.INVALID_STATE
+    if not hmac.compare_digest(sign_state(key, nonce, int(expires_raw)), state):
+        return ConsentOutcome.INVALID_STATE
+    if int(expires_raw) < time.time():
+        return ConsentOutcome.EXPIRED_STATE
+    db = firestore_client()
+    ref = db.collection(STATE_COLLECTION).document(nonce)
+
+    @firestore.transactional
+    def consume(transaction: firestore.Transaction) -> tuple[str, str] | ConsentOutcome:
+        snap = ref.get(transaction=transaction)
+        if not snap.exists:
+            return ConsentOutcome.INVALID_STATE
+        record = snap.to_dict() or {}
+        if record.get("usedAt") is not None:
+            return ConsentOutcome.REUSED_STATE
+        transaction.update(ref, {"usedAt": firestore.SERVER_TIMESTAMP})
+        return nonce, str(record.get("requestedBy") or "")
+
+    with firestore_call("consume OAuth state"):
+        result: tuple[str, str] | ConsentOutcome = consume(db.transaction())
+    return result
+
+
+def _exchange(code: str, verifier: str) -> dict[str, Any] | ConsentResult:
+    """Trade the code for tokens at the configured token URI (google-auth-oauthlib)."""
+    settings = get_settings()
+    client = oauth_client_config()
+    config = {
+        "web": {
+            "client_id": client["client_id"],
+            "client_secret": client["client_secret"],
+            "auth_uri": settings.oauth_auth_uri,
+            "token_uri": settings.oauth_token_uri,
+        }
+    }
+    # No scopes here: Google may grant fewer (unticked boxes) or more
+    # (include_granted_scopes) than asked, and the granted ones are checked below.
+    flow = Flow.from_client_config(
+        config, scopes=None, redirect_uri=_redirect_uri(), code_verifier=verifier
+    )
+    try:
+        token: dict[str, Any] = flow.fetch_token(
+            code=code, timeout=settings.upstream_timeout_seconds
+        )
+    except OAuth2Error as exc:
+        if exc.error in ("server_error", "temporarily_unavailable"):
+            raise TransientUpstreamError("Google token endpoint unavailable") from exc
+        outcome = (
+            ConsentOutcome.CODE_REJECTED
+            if exc.error == "invalid_grant"
+            else ConsentOutcome.OAUTH_ERROR
+        )
+        return _refused(outcome, str(exc.error or "token_error"))
+    except requests.RequestException as exc:
+        raise TransientUpstreamError("Google token endpoint unreachable") from exc
+    return token
+
+
+def _connected_account(raw_id_token: Any) -> str | None:
+    """The email of the Google account that consented, from the ID token (if any)."""
+    if not raw_id_token:
+        return None
+    settings = get_settings()
+    try:
+        claims = id_token.verify_token(
+            str(raw_id_token),
+            google.auth.transport.requests.Request(http_session()),
+            audience=oauth_client_config()["client_id"],
+            certs_url=settings.google_certs_url,
+        )
+    except (ValueError, google.auth.exceptions.GoogleAuthError):
+        logs.warning("the ID token of a consent did not verify; connectedBy left empty")
+        return None
+    email = claims.get("email")
+    return str(email).lower() if email and claims.get("email_verified") else None
+
+
+def _connect(
+    refresh_token: str, scopes: tuple[str, ...], raw_id_token: Any, requested_by: str
+) -> ConsentResult:
+    settings = get_settings()
+    connected_by = _connected_account(raw_id_token)
+    version = add_secret_version(settings.secrets.refresh_token, refresh_token)
+    status = {
+        "status": "connected",
+        "mode": "oauth",
+        "connectedBy": connected_by,
+        "requestedBy": requested_by or None,
+        "connectedAt": firestore.SERVER_TIMESTAMP,
+        "updatedAt": firestore.SERVER_TIMESTAMP,
+        "scopes": list(scopes),
+        "calendarId": settings.calendar_id,
+        "secretVersion": version,
+    }
+    with firestore_call("record calendar connection"):
+        integration_status_ref().set(status)
+    forget_calendar_grant()
+    logs.info(
+        "Google Calendar connected",
+        connected_by=connected_by,
+        requested_by=requested_by or None,
+        version=version,
+    )
+    return ConsentResult(ConsentOutcome.CONNECTED, connected_by, scopes, settings.calendar_id)
