@@ -12,7 +12,9 @@ ones answer 400 as Google does), types, enums and required parameters. Implement
 `events.insert/get/list/patch/update/delete/watch`, `channels.stop`, `calendars.get` and
 `calendarList.get`; every other discovered method answers 501. Any calendar id works
 (calendars spring into existence on first use). Calls need `Authorization: Bearer <token>`
-accepted by `check_access_token`, else 401.
+accepted by `check_access_token`, else 401; read methods of a calendar (`events.list`,
+`events.get`, `calendars.get`) also accept an API key alone (`key=`), as Google does for
+calendars made public (every calendar counts as public here; the key's value is not checked).
 
 Control routes (never part of the emulated API; the shared ones are in `_base.py`):
 
@@ -69,6 +71,10 @@ EVENT_ID_CHARS = frozenset("abcdefghijklmnopqrstuv0123456789")
 CHANNEL_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/=")
 # Standard system parameters every Google API accepts besides the discovered ones.
 SYSTEM_PARAMS = frozenset({"access_token", "callback", "$.xgafv", "upload_protocol", "uploadType"})
+# Read methods Google serves to `key=` callers (no OAuth) on calendars made public.
+PUBLIC_READ_METHODS = frozenset(
+    {"calendar.events.list", "calendar.events.get", "calendar.calendars.get"}
+)
 SYNC_FORBIDDEN = (
     "timeMin",
     "timeMax",
@@ -1253,7 +1259,7 @@ class CalendarEmulator:
     def _make_view(self, spec: MethodSpec) -> Callable[..., Response]:
         def view(**path_params: str) -> Response:
             try:
-                self._authenticate()
+                self._authenticate(spec)
                 params = validate_query(spec, self.global_params, request.args)
                 handler = self._handlers.get(spec.id)
                 if handler is None:
@@ -1267,9 +1273,11 @@ class CalendarEmulator:
         view.__name__ = spec.id.replace(".", "_")
         return view
 
-    def _authenticate(self) -> None:
+    def _authenticate(self, spec: MethodSpec) -> None:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
+        if not header and spec.id in PUBLIC_READ_METHODS and request.args.get("key"):
+            return
         if not header:
             raise CalendarError(
                 401,

@@ -183,9 +183,9 @@ class CalendarApi:
             self._local.http = http
         return http
 
-    def _execute(self, request: Any) -> Any:
+    def _execute(self, request: Any, http: httplib2.Http | None = None) -> Any:
         try:
-            return request.execute(http=self._http(), num_retries=0)
+            return request.execute(http=http if http is not None else self._http(), num_retries=0)
         except HttpError as exc:
             raise _translate(exc) from exc
         except (TimeoutError, httplib2.HttpLib2Error, OSError) as exc:
@@ -215,6 +215,42 @@ class CalendarApi:
         result: dict[str, Any] = self.call(
             lambda s: s.events().get(calendarId=self.calendar_id, eventId=event_id), deadline
         )
+        return result
+
+    def watch_events(self, channel: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
+        """Open a push channel on the calendar's events; the answer holds the real expiration."""
+        result: dict[str, Any] = self.call(
+            lambda s: s.events().watch(calendarId=self.calendar_id, body=channel), deadline
+        )
+        return result
+
+    def stop_channel(self, channel_id: str, resource_id: str, deadline: Deadline) -> None:
+        """Stop a push channel; an unknown or expired one is `UpstreamNotFound`."""
+        self.call(
+            lambda s: s.channels().stop(body={"id": channel_id, "resourceId": resource_id}),
+            deadline,
+        )
+
+    def list_events(self, query: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
+        """One page of `events.list` on the platform's calendar (`query`: timeMin, pageToken...)."""
+        result: dict[str, Any] = self.call(
+            lambda s: s.events().list(calendarId=self.calendar_id, **query), deadline
+        )
+        return result
+
+    def list_public_events(
+        self, calendar_id: str, api_key: str, query: dict[str, Any], deadline: Deadline
+    ) -> dict[str, Any]:
+        """One page of a public calendar, read with an API key alone: no OAuth token is sent.
+
+        Google serves read methods of calendars made public to `key=` callers, so this path
+        never touches the admin's refresh token.
+        """
+        plain = getattr(self._local, "plain_http", None)
+        if plain is None:
+            plain = self._local.plain_http = httplib2.Http(timeout=self._timeout)
+        request = self._service.events().list(calendarId=calendar_id, key=api_key, **query)
+        result: dict[str, Any] = with_backoff(lambda: self._execute(request, plain), deadline)
         return result
 
 

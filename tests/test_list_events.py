@@ -1,0 +1,547 @@
+"""list_events against the emulators: who may list, what they see, page by page."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import icalendar
+import pytest
+import requests
+
+from devstack.client import StackClient
+from devstack.instrument import firestore_rpcs
+from shared.bookings import Booking
+from shared.calendar import class_event_body, event_id_for_booking
+from shared.clients import firestore_client, reset_clients
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+ZONE = ZoneInfo("America/Argentina/Buenos_Aires")
+DAY = datetime(2026, 12, 1, tzinfo=ZONE)
+WINDOW = {"from": "2026-12-01T00:00:00-03:00", "to": "2026-12-08T00:00:00-03:00"}
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _url(client: StackClient) -> str:
+    return str(client.doc["functions"]["list_events"])
+
+
+def _api_key(client: StackClient) -> dict[str, str]:
+    return {"X-API-Key": client.doc["secrets"]["admin_api_key"]}
+
+
+def _list(client: StackClient, headers: dict[str, str] | None = None, **params: str) -> Any:
+    return requests.get(
+        _url(client),
+        params=params,
+        headers=_api_key(client) if headers is None else headers,
+        timeout=30,
+    )
+
+
+def _id_token(client: StackClient, **claims: Any) -> str:
+    body = {
+        "email": client.doc["admin_email"],
+        "audience": client.doc["env"]["ID_TOKEN_AUDIENCE"],
+        **claims,
+    }
+    response = requests.post(
+        client.doc["emulators"]["oauth"] + "/_emulator/oauth/id-token", json=body, timeout=10
+    )
+    response.raise_for_status()
+    return str(response.json()["id_token"])
+
+
+def _class(
+    client: StackClient,
+    start: datetime,
+    *,
+    booking: bool = True,
+    minutes: int = 60,
+    **booking_fields: Any,
+) -> str:
+    """A paid class: its booking in Firestore and its event (with Meet) in Calendar."""
+    booking_id = client.seed_booking(
+        start=start.isoformat(),
+        end=(start + timedelta(minutes=minutes)).isoformat(),
+        **{"status": "scheduled", "paymentStatus": "approved", **booking_fields},
+    )
+    doc = client.booking(booking_id)
+    body = class_event_body(Booking.from_document(booking_id, doc), "pay-1")
+    event = (
+        client.calendar.events()
+        .insert(calendarId=client.doc["calendar_id"], body=body, conferenceDataVersion=1)
+        .execute()
+    )
+    client.db.collection("bookings").document(booking_id).update(
+        {"googleEventId": event["id"], "meetLink": event.get("hangoutLink", "")}
+    )
+    if not booking:
+        client.db.collection("bookings").document(booking_id).delete()
+    return booking_id
+
+
+def _plain_event(client: StackClient, start: datetime, summary: str = "Reunión docente") -> str:
+    """An event someone put in the calendar by hand: no booking behind it."""
+    body = {
+        "summary": summary,
+        "start": {"dateTime": start.isoformat()},
+        "end": {"dateTime": (start + timedelta(hours=1)).isoformat()},
+    }
+    event = client.calendar.events().insert(calendarId=client.doc["calendar_id"], body=body)
+    return str(event.execute()["id"])
+
+
+# -- who may list -------------------------------------------------------------------------
+
+
+def _tampered(token: str) -> str:
+    header, payload, signature = token.split(".")
+    raw = bytearray(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)))
+    raw[0] ^= 0xFF
+    return f"{header}.{payload}.{base64.urlsafe_b64encode(bytes(raw)).decode().rstrip('=')}"
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("none", 401),
+        ("not a bearer", 401),
+        ("malformed", 401),
+        ("bad signature", 401),
+        ("expired", 401),
+        ("wrong audience", 401),
+        ("unverified email", 403),
+        ("not an admin", 403),
+        ("admin", 200),
+        ("api key", 200),
+        ("wrong api key", 401),
+    ],
+)
+def test_only_admins_may_list(client: StackClient, case: str, expected: int) -> None:
+    headers = {
+        "none": lambda: {},
+        "not a bearer": lambda: {"Authorization": "Basic YWRtaW46YWRtaW4="},
+        "malformed": lambda: {"Authorization": "Bearer not.a-jwt"},
+        "bad signature": lambda: {"Authorization": f"Bearer {_tampered(_id_token(client))}"},
+        "expired": lambda: {
+            "Authorization": f"Bearer {_id_token(client, iat_offset=-7200, expires_in=3600)}"
+        },
+        "wrong audience": lambda: {
+            "Authorization": f"Bearer {_id_token(client, audience='another-service')}"
+        },
+        "unverified email": lambda: {
+            "Authorization": f"Bearer {_id_token(client, email_verified=False)}"
+        },
+        "not an admin": lambda: {
+            "Authorization": f"Bearer {_id_token(client, email='student@example.com')}"
+        },
+        "admin": lambda: {"Authorization": f"Bearer {_id_token(client)}"},
+        "api key": lambda: _api_key(client),
+        "wrong api key": lambda: {"X-API-Key": "not-the-key"},
+    }[case]()
+
+    response = _list(client, headers, **WINDOW)
+
+    assert response.status_code == expected, response.text
+    if expected != 200:
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.json()["error"]["code"] in ("unauthenticated", "forbidden")
+
+
+def test_only_get_is_allowed(client: StackClient) -> None:
+    response = requests.post(_url(client), headers=_api_key(client), timeout=10)
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, HEAD"
+
+
+# -- parameters ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"from": "2026-12-01"}, "from"),
+        ({"from": "2026-12-01T10:00:00"}, "from"),
+        ({"from": "tomorrow"}, "from"),
+        ({"to": "2026-13-01T10:00:00-03:00"}, "to"),
+        ({"from": "2026-12-02T00:00:00-03:00", "to": "2026-12-01T00:00:00-03:00"}, "to"),
+        ({"from": "2026-12-01T00:00:00-03:00", "to": "2026-12-01T00:00:00-03:00"}, "to"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "251"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"limit": "-5"}, "limit"),
+        ({"pageToken": "garbage"}, "pageToken"),
+        ({"teacher": "ana"}, "teacher"),
+        ({"status": "paid-ish"}, "status"),
+        ({"format": "xml"}, "format"),
+        ({"format": "ics", "limit": "10"}, "limit"),
+        ({"sort": "start"}, "sort"),
+    ],
+)
+def test_every_invalid_parameter_is_a_400_naming_it(
+    client: StackClient, params: dict[str, str], named: str
+) -> None:
+    response = _list(client, **params)
+
+    assert response.status_code == 400, response.text
+    assert named in response.json()["error"]["message"]
+
+
+def test_repeated_parameter_is_a_400(client: StackClient) -> None:
+    response = requests.get(_url(client) + "?limit=5&limit=6", headers=_api_key(client), timeout=10)
+
+    assert response.status_code == 400
+    assert "limit" in response.json()["error"]["message"]
+
+
+def test_unencoded_plus_in_an_offset_is_understood(client: StackClient) -> None:
+    _class(client, DAY.replace(hour=10))
+
+    response = requests.get(
+        _url(client) + "?from=2026-12-01T12:00:00+03:00&to=2026-12-02T00:00:00-03:00",
+        headers=_api_key(client),
+        timeout=10,
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["from"] == "2026-12-01T06:00:00-03:00"
+    assert len(response.json()["events"]) == 1
+
+
+def test_default_window_is_now_to_thirty_days(client: StackClient) -> None:
+    now = datetime.now(ZONE)
+    soon = _class(client, (now + timedelta(days=2)).replace(microsecond=0))
+    _class(client, (now + timedelta(days=40)).replace(microsecond=0))
+    _class(client, (now - timedelta(days=2)).replace(microsecond=0))
+
+    body = _list(client).json()
+
+    assert [e["bookingId"] for e in body["events"]] == [soon]
+    start, end = datetime.fromisoformat(body["from"]), datetime.fromisoformat(body["to"])
+    assert abs((start - now).total_seconds()) < 120
+    assert end - start == timedelta(days=30)
+
+
+# -- what an admin sees -------------------------------------------------------------------
+
+
+def test_events_are_joined_with_their_bookings(client: StackClient) -> None:
+    booking_id = _class(
+        client,
+        DAY.replace(hour=18),
+        student={"name": "Juan Pérez", "email": "juan.perez@example.com"},
+    )
+    orphan_id = _class(client, DAY.replace(hour=19), booking=False)
+    plain_id = _plain_event(client, DAY.replace(hour=20))
+
+    events = _list(client, **WINDOW).json()["events"]
+
+    booked, orphan, plain = events
+    assert booked["id"] == event_id_for_booking(booking_id)
+    assert booked["bookingId"] == booking_id
+    assert booked["hasBooking"] is True
+    assert booked["status"] == "scheduled"
+    assert booked["paymentStatus"] == "approved"
+    assert booked["student"] == {"name": "Juan Pérez", "email": "juan.perez@example.com"}
+    assert booked["teacher"] == {"name": "Ana Gómez", "email": "ana.gomez@example.com"}
+    assert booked["meetLink"].startswith("https://meet.google.com/")
+    assert booked["meetLink"] == client.booking(booking_id)["meetLink"]
+    assert booked["htmlLink"]
+    assert booked["summary"] == "Álgebra I con Ana Gómez"
+    assert {(a["email"], a["responseStatus"]) for a in booked["attendees"]} == {
+        ("juan.perez@example.com", "needsAction"),
+        ("ana.gomez@example.com", "needsAction"),
+    }
+    assert orphan["bookingId"] == orphan_id
+    assert orphan["hasBooking"] is False
+    assert orphan["student"] is None
+    assert plain["id"] == plain_id
+    assert plain["bookingId"] is None
+    assert plain["hasBooking"] is False
+    assert plain["paymentStatus"] is None
+
+
+def test_attendee_response_status_is_shown(client: StackClient) -> None:
+    booking_id = _class(client, DAY.replace(hour=18))
+    client.calendar.events().patch(
+        calendarId=client.doc["calendar_id"],
+        eventId=event_id_for_booking(booking_id),
+        body={
+            "attendees": [
+                {"email": "juan.perez@example.com", "responseStatus": "accepted"},
+                {"email": "ana.gomez@example.com", "responseStatus": "declined"},
+            ]
+        },
+    ).execute()
+
+    [event] = _list(client, **WINDOW).json()["events"]
+
+    assert {a["email"]: a["responseStatus"] for a in event["attendees"]} == {
+        "juan.perez@example.com": "accepted",
+        "ana.gomez@example.com": "declined",
+    }
+
+
+def test_times_are_buenos_aires_time_across_the_utc_date_boundary(client: StackClient) -> None:
+    # 22:30 in Buenos Aires is 01:30 UTC of the next day; the event is stored in UTC.
+    late_id = _plain_event(client, datetime.fromisoformat("2026-12-02T01:30:00+00:00"), "Tarde")
+    early_next_day = _plain_event(client, datetime.fromisoformat("2026-12-02T03:30:00Z"))
+    winter = _plain_event(client, datetime.fromisoformat("2026-07-15T21:00:00Z"), "Invierno")
+
+    argentine_day = _list(
+        client, **{"from": "2026-12-01T00:00:00-03:00", "to": "2026-12-02T00:00:00-03:00"}
+    ).json()
+    july = _list(client, **{"from": "2026-07-15T00:00:00Z", "to": "2026-07-16T00:00:00Z"}).json()
+
+    [late] = argentine_day["events"]
+    assert late["id"] == late_id != early_next_day
+    assert late["start"] == "2026-12-01T22:30:00-03:00"
+    assert late["end"] == "2026-12-01T23:30:00-03:00"
+    [july_event] = july["events"]
+    assert july_event["id"] == winter
+    # No daylight saving in Argentina: the offset is -03:00 in summer and in winter alike.
+    assert july_event["start"] == "2026-07-15T18:00:00-03:00"
+    assert july["from"] == "2026-07-14T21:00:00-03:00"
+
+
+def test_three_pages_list_every_event_once_in_order(client: StackClient) -> None:
+    ids = [_class(client, DAY + timedelta(hours=9 + n)) for n in range(7)]
+    seen: list[str] = []
+    token: str | None = None
+    pages = 0
+
+    while True:
+        params = {**WINDOW, "limit": "3", **({"pageToken": token} if token else {})}
+        body = _list(client, **params).json()
+        pages += 1
+        seen.extend(e["bookingId"] for e in body["events"])
+        token = body["nextPageToken"]
+        if not token:
+            break
+
+    assert pages == 3
+    assert seen == ids
+
+
+def test_later_pages_keep_the_default_window(client: StackClient) -> None:
+    now = datetime.now(ZONE).replace(microsecond=0)
+    ids = [_class(client, now + timedelta(days=1, hours=n)) for n in range(3)]
+
+    first = _list(client, limit="2").json()
+    second = _list(client, pageToken=first["nextPageToken"]).json()
+
+    assert second["from"] == first["from"]
+    assert [e["bookingId"] for e in first["events"] + second["events"]] == ids
+
+
+def test_page_token_of_another_window_is_a_400(client: StackClient) -> None:
+    for n in range(3):
+        _class(client, DAY + timedelta(hours=9 + n))
+    token = _list(client, **WINDOW, limit="1").json()["nextPageToken"]
+
+    response = _list(client, pageToken=token, **{**WINDOW, "to": "2026-12-09T00:00:00-03:00"})
+
+    assert response.status_code == 400
+    assert "pageToken" in response.json()["error"]["message"]
+
+
+def test_teacher_and_status_filter_after_the_join(client: StackClient) -> None:
+    beto = {"name": "Beto Ruiz", "email": "beto.ruiz@example.com"}
+    mine = _class(client, DAY.replace(hour=9), teacher=beto)
+    _class(client, DAY.replace(hour=10))
+    cancelled = _class(client, DAY.replace(hour=11), teacher=beto, status="cancelled")
+    _plain_event(client, DAY.replace(hour=12))
+
+    by_teacher = _list(client, **WINDOW, teacher="Beto.Ruiz@example.com").json()["events"]
+    by_both = _list(client, **WINDOW, teacher="beto.ruiz@example.com", status="scheduled").json()[
+        "events"
+    ]
+
+    assert [e["bookingId"] for e in by_teacher] == [mine, cancelled]
+    assert [e["bookingId"] for e in by_both] == [mine]
+
+
+def test_filtered_pages_may_be_short_but_paging_finds_every_match(client: StackClient) -> None:
+    beto = {"name": "Beto Ruiz", "email": "beto.ruiz@example.com"}
+    wanted = [
+        _class(client, DAY + timedelta(hours=9 + n), **({"teacher": beto} if n in (1, 5) else {}))
+        for n in range(6)
+    ]
+    found: list[list[str]] = []
+    token: str | None = None
+    while True:
+        params = {**WINDOW, "limit": "2", "teacher": beto["email"]}
+        body = _list(client, **params, **({"pageToken": token} if token else {})).json()
+        found.append([e["bookingId"] for e in body["events"]])
+        token = body["nextPageToken"]
+        if not token:
+            break
+
+    assert found == [[wanted[1]], [], [wanted[5]]]
+
+
+def test_one_batched_firestore_read_per_page(client: StackClient) -> None:
+    for n in range(7):
+        _class(client, DAY + timedelta(hours=9 + n))
+    _plain_event(client, DAY + timedelta(hours=20))
+    # The function runs in this process: count the RPCs of the Firestore client it uses.
+    token: str | None = None
+    per_page: list[dict[str, int]] = []
+
+    while True:
+        params = {**WINDOW, "limit": "3", **({"pageToken": token} if token else {})}
+        with firestore_rpcs(firestore_client()) as rpcs:
+            body = _list(client, **params).json()
+        per_page.append(dict(rpcs))
+        token = body["nextPageToken"]
+        if not token:
+            break
+
+    assert per_page == [{"batch_get_documents": 1}] * 3
+
+
+def test_ics_feed_parses_back_with_the_same_classes(client: StackClient) -> None:
+    late = _class(client, datetime.fromisoformat("2026-12-01T22:30:00-03:00"))
+    early = _class(client, DAY.replace(hour=9))
+    _plain_event(client, DAY.replace(hour=12))
+
+    response = _list(client, **WINDOW, format="ics")
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/calendar")
+    feed = icalendar.Calendar.from_ical(response.content)
+    events = feed.walk("VEVENT")
+    assert len(events) == 3
+    assert [str(e["SUMMARY"]) for e in events] == [
+        "Álgebra I con Ana Gómez",
+        "Reunión docente",
+        "Álgebra I con Ana Gómez",
+    ]
+    last = events[-1]
+    assert last.decoded("DTSTART") == datetime(2026, 12, 1, 22, 30, tzinfo=ZONE)
+    assert last["DTSTART"].params["TZID"] == "America/Argentina/Buenos_Aires"
+    assert str(last["UID"]).startswith(event_id_for_booking(late))
+    assert str(last["LOCATION"]).startswith("https://meet.google.com/")
+    assert f"Reserva: {late}" in str(last["DESCRIPTION"])
+    attendees = {str(a) for a in last.get("ATTENDEE")}
+    assert attendees == {"mailto:juan.perez@example.com", "mailto:ana.gomez@example.com"}
+    assert str(events[0]["UID"]).startswith(event_id_for_booking(early))
+    assert feed.walk("VTIMEZONE")[0]["TZID"] == "America/Argentina/Buenos_Aires"
+
+
+def test_etag_answers_304_to_a_matching_if_none_match(client: StackClient) -> None:
+    _class(client, DAY.replace(hour=9))
+
+    first = _list(client, **WINDOW)
+    again = _list(client, {**_api_key(client), "If-None-Match": first.headers["ETag"]}, **WINDOW)
+    _class(client, DAY.replace(hour=10))
+    changed = _list(client, {**_api_key(client), "If-None-Match": first.headers["ETag"]}, **WINDOW)
+
+    assert first.headers["Cache-Control"] == "private, max-age=30"
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["ETag"] == first.headers["ETag"]
+    assert changed.status_code == 200
+    assert changed.headers["ETag"] != first.headers["ETag"]
+
+
+def test_calendar_outage_is_a_503(client: StackClient) -> None:
+    client.set_faults(
+        "calendar", {"rules": [{"status": 500, "reason": "backendError", "method": "GET"}]}
+    )
+
+    response = _list(client, **WINDOW)
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+
+
+# -- public read --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def public_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUBLIC_EVENTS_ENABLED", "true")
+    reset_clients()
+
+
+def _public(client: StackClient, **params: str) -> Any:
+    return requests.get(_url(client), params={"public": "1", **params}, timeout=30)
+
+
+def test_public_listing_is_off_by_default(client: StackClient) -> None:
+    response = _public(client, **WINDOW)
+
+    assert response.status_code == 404
+
+
+@pytest.mark.usefixtures("public_mode")
+def test_public_listing_shows_title_and_times_only(client: StackClient) -> None:
+    _class(client, DAY.replace(hour=18))
+    _plain_event(client, DAY.replace(hour=20), "Taller abierto")
+    requests.post(client.doc["emulators"]["oauth"] + "/_emulator/oauth/stats/reset", timeout=5)
+
+    response = _public(client, **WINDOW)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["events"] == [
+        {
+            "summary": "Álgebra I con Ana Gómez",
+            "start": "2026-12-01T18:00:00-03:00",
+            "end": "2026-12-01T19:00:00-03:00",
+        },
+        {
+            "summary": "Taller abierto",
+            "start": "2026-12-01T20:00:00-03:00",
+            "end": "2026-12-01T21:00:00-03:00",
+        },
+    ]
+    assert "@" not in response.text
+    assert "meet.google.com" not in response.text
+    assert response.headers["Cache-Control"].startswith("public")
+    oauth_stats = requests.get(
+        client.doc["emulators"]["oauth"] + "/_emulator/oauth/stats", timeout=5
+    ).json()
+    assert oauth_stats["tokenRequests"] == 0  # an API key, no OAuth
+
+
+@pytest.mark.usefixtures("public_mode")
+def test_public_ics_feed_leaks_no_private_field(client: StackClient) -> None:
+    _class(client, DAY.replace(hour=18))
+
+    response = _public(client, **WINDOW, format="ics")
+
+    assert response.status_code == 200
+    [event] = icalendar.Calendar.from_ical(response.content).walk("VEVENT")
+    assert set(event) == {"UID", "DTSTAMP", "SUMMARY", "DTSTART", "DTEND"}
+    assert b"@example.com" not in response.content
+    assert b"meet.google.com" not in response.content
+
+
+@pytest.mark.usefixtures("public_mode")
+@pytest.mark.parametrize("name", ["teacher", "status"])
+def test_public_listing_refuses_booking_filters(client: StackClient, name: str) -> None:
+    response = _public(client, **{name: "x"})
+
+    assert response.status_code == 400
+    assert name in response.json()["error"]["message"]
+
+
+@pytest.mark.usefixtures("public_mode")
+def test_public_page_token_is_not_an_admin_page_token(client: StackClient) -> None:
+    for n in range(3):
+        _class(client, DAY + timedelta(hours=9 + n))
+    admin_token = _list(client, **WINDOW, limit="1").json()["nextPageToken"]
+
+    response = _public(client, pageToken=admin_token)
+
+    assert response.status_code == 400
+    assert "pageToken" in response.json()["error"]["message"]
