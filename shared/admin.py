@@ -8,17 +8,20 @@ No credential -> 401; a valid credential without admin rights -> 403.
 from __future__ import annotations
 
 import hmac
+import re
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import google.auth.exceptions
-import google.auth.transport.requests
-from google.oauth2 import id_token
+import requests
+from google.auth import jwt
 
-from shared.clients import http_session, lazy
+from shared.clients import http_session, on_reset
 from shared.config import get_settings
-from shared.errors import Forbidden, Unauthenticated
+from shared.errors import Forbidden, TransientUpstreamError, Unauthenticated
 from shared.secrets import read_secret
 
 
@@ -30,9 +33,60 @@ class Admin:
     method: str
 
 
-def _google_request() -> google.auth.transport.requests.Request:
-    # google-auth caches Google's certificates by their Cache-Control through this session.
-    return lazy("id_token_request", lambda: google.auth.transport.requests.Request(http_session()))
+class _CertCache:
+    """Google's ID-token signing certificates, kept as long as their Cache-Control allows.
+
+    Fetching them on every admin call would add a request to Google per call; a token
+    signed by a key we have not seen yet (Google rotates them) fetches them again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._expires = 0.0
+        self._certs: dict[str, str] = {}
+
+    def get(self, key_id: str) -> dict[str, str]:
+        with self._lock:
+            if time.monotonic() < self._expires and key_id in self._certs:
+                return self._certs
+            self._certs, lifetime = self._fetch()
+            self._expires = time.monotonic() + lifetime
+            return self._certs
+
+    def clear(self) -> None:
+        with self._lock:
+            self._expires, self._certs = 0.0, {}
+
+    @staticmethod
+    def _fetch() -> tuple[dict[str, str], int]:
+        settings = get_settings()
+        try:
+            response = http_session().get(
+                settings.google_certs_url, timeout=settings.upstream_timeout_seconds
+            )
+            response.raise_for_status()
+            certs = {str(k): str(v) for k, v in response.json().items()}
+        except (requests.RequestException, ValueError, AttributeError) as exc:
+            raise TransientUpstreamError("Google's ID-token certificates are unreachable") from exc
+        match = re.search(r"max-age=(\d+)", response.headers.get("Cache-Control", ""))
+        return certs, int(match.group(1)) if match else 300
+
+
+_certs = _CertCache()
+
+
+def verify_id_token(token: str, audience: str) -> Mapping[str, Any]:
+    """Claims of an ID token Google signed for `audience`, or `Unauthenticated`."""
+    try:
+        key_id = str(jwt.decode_header(token).get("kid", ""))  # type: ignore[no-untyped-call]
+        claims: Mapping[str, Any] = jwt.decode(  # type: ignore[no-untyped-call]
+            token, certs=_certs.get(key_id), audience=audience, clock_skew_in_seconds=10
+        )
+    except (ValueError, google.auth.exceptions.GoogleAuthError) as exc:
+        raise Unauthenticated("invalid ID token") from exc
+    if claims.get("iss") not in ("accounts.google.com", "https://accounts.google.com"):
+        raise Unauthenticated("ID token not issued by Google")
+    return claims
 
 
 def require_admin(headers: dict[str, str]) -> Admin:
@@ -50,7 +104,9 @@ def require_admin(headers: dict[str, str]) -> Admin:
         raise Unauthenticated("send an ID token (Authorization: Bearer) or an X-API-Key")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("Authorization must be 'Bearer <ID token>'")
-    claims = _verify(token.strip())
+    if not settings.id_token_audience:
+        raise Unauthenticated("ID tokens are not accepted: no audience is configured")
+    claims = verify_id_token(token.strip(), settings.id_token_audience)
     email = str(claims.get("email") or "").lower()
     if not email or claims.get("email_verified") is not True:
         raise Forbidden("the ID token carries no verified email")
@@ -59,19 +115,4 @@ def require_admin(headers: dict[str, str]) -> Admin:
     return Admin(email, "id_token")
 
 
-def _verify(token: str) -> Mapping[str, Any]:
-    settings = get_settings()
-    if not settings.id_token_audience:
-        raise Unauthenticated("ID tokens are not accepted: no audience is configured")
-    try:
-        claims = id_token.verify_token(
-            token,
-            _google_request(),
-            audience=settings.id_token_audience,
-            certs_url=settings.google_certs_url,
-        )
-    except (ValueError, google.auth.exceptions.GoogleAuthError) as exc:
-        raise Unauthenticated("invalid ID token") from exc
-    if claims.get("iss") not in ("accounts.google.com", "https://accounts.google.com"):
-        raise Unauthenticated("ID token not issued by Google")
-    return claims
+on_reset(_certs.clear)
