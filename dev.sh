@@ -37,6 +37,18 @@ ensure_venv() {
   fi
 }
 
+# checkov (the Terraform audit) pins packages that clash with the app's: a venv of its own.
+ensure_audit_venv() {
+  local stamp=.venv-audit/.requirements.sha
+  local want
+  want=$(sha256sum requirements-audit.txt | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    [ -x .venv-audit/bin/python ] || "$PYTHON" -m venv .venv-audit
+    .venv-audit/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-audit.txt
+    echo "$want" > "$stamp"
+  fi
+}
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
@@ -44,7 +56,7 @@ case "$cmd" in
     check_prerequisites; ensure_venv
     exec .venv/bin/python -m devstack "$cmd" "$@" ;;
   test)
-    check_prerequisites; ensure_venv
+    check_prerequisites; ensure_venv; ensure_audit_venv
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
     .venv/bin/mypy

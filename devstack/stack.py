@@ -34,6 +34,16 @@ FUNCTIONS_DIR = ROOT / "functions"
 PROJECT_ID = "demo-virtual-classes"
 CALENDAR_ID = "clases@demo-virtual-classes.local"
 ADMIN_EMAIL = "admin@example.com"
+OPENAPI = ROOT / "docs" / "openapi.yaml"
+
+
+def openapi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Serves the functions' contract (docs/openapi.yaml) at any path, for API tools."""
+    body = OPENAPI.read_bytes()
+    start_response(
+        "200 OK", [("Content-Type", "application/yaml"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
 
 
 class PrerequisiteMissing(RuntimeError):
@@ -177,6 +187,8 @@ class LocalStack:
         if "calendar_notifications" in function_urls:
             env["NOTIFICATIONS_URL"] = function_urls["calendar_notifications"]
         self._start_functions(names, ports, env)
+        openapi = ServerThread(openapi_app).start()
+        self._function_servers.append(openapi)
         self.document = {
             "project_id": self.project_id,
             "calendar_id": self.calendar_id,
@@ -191,6 +203,7 @@ class LocalStack:
             },
             "secrets": stack_secrets,
             "admin_email": ADMIN_EMAIL,
+            "openapi": {"path": str(OPENAPI), "url": f"{openapi.url}/openapi.yaml"},
             "env": env,
         }
         (self.state_dir / "stack.json").write_text(json.dumps(self.document, indent=2) + "\n")
