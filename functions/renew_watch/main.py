@@ -1,0 +1,59 @@
+"""Keep a push channel open on the calendar, and catch up on changes a lost push missed.
+
+Cloud Scheduler calls this every 15 minutes with an OIDC token; an admin may call it by hand
+(`?force=1` replaces a channel that still has days to live). Each run also runs one
+incremental sync, because Google does not redeliver a notification that failed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import functions_framework
+from flask import Request, Response
+
+from shared import logs
+from shared.channels import renew_channel, require_renewal_caller
+from shared.errors import MethodNotAllowed, PlatformError, RequestError
+from shared.retry import Deadline
+from shared.sync import request_sync
+from shared.web import answer_error, json_response, lower_headers
+
+BUDGET_SECONDS = 50.0
+"""Inside Cloud Functions' default 60 s timeout, with room to answer."""
+
+
+@functions_framework.http
+def renew_watch(request: Request) -> Response:
+    started = time.monotonic()
+    trace = logs.trace_field(request.headers.get("X-Cloud-Trace-Context"))
+    try:
+        if request.method != "POST":
+            raise MethodNotAllowed("use POST")
+        caller = require_renewal_caller(lower_headers(request))
+        deadline = Deadline(BUDGET_SECONDS)
+        force = request.args.get("force", "").lower() in ("1", "true", "yes")
+        renewal = renew_channel(deadline, force=force)
+        sync = request_sync(deadline)
+    except PlatformError as exc:
+        severity = "WARNING" if isinstance(exc, RequestError) else "ERROR"
+        logs.log(
+            severity,
+            "channel renewal failed",
+            outcome=exc.code,
+            detail=exc.message,
+            duration_ms=round((time.monotonic() - started) * 1000),
+            **trace,
+        )
+        return answer_error(exc)
+    body = {**renewal.as_json(), "sync": sync.as_json()}
+    logs.info(
+        "channel renewal handled",
+        caller=caller,
+        outcome=renewal.outcome,
+        channel_id=renewal.channel_id or None,
+        sync_outcome=sync.outcome,
+        duration_ms=round((time.monotonic() - started) * 1000),
+        **trace,
+    )
+    return json_response(body)

@@ -1,0 +1,341 @@
+"""Push channels on the platform's calendar: opening, renewing, stopping, and trusting them.
+
+Google delivers Calendar changes to a channel we open with `events.watch`; a channel lives
+until the `expiration` Google returns (about 7 days), so `renew_channel` opens the next one
+a day before, records it, and only then stops the previous one: there is never a moment
+without a channel. Each channel has a random id and a random secret token that Google
+echoes in `X-Goog-Channel-Token`; Firestore keeps only the token's SHA-256, so a leaked
+database export cannot forge notifications.
+
+Firestore layout:
+- `calendar_channels/{channelId}`: one document per channel (state `pending` while
+  `events.watch` runs, `active`, `stopped`), with the token hash and the real expiration.
+- `calendar_watch/{calendarId}`: the current channel and the renewal lease. Two renewal
+  runs that overlap (the scheduler's retry meeting a manual run) race for the lease in a
+  transaction; the loser answers `busy` and opens nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from shared import logs
+from shared.admin import require_admin, verify_id_token
+from shared.bookings import firestore_call
+from shared.calendar import calendar_api
+from shared.clients import firestore_client
+from shared.config import get_settings
+from shared.errors import (
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PlatformError,
+    Unauthenticated,
+    UpstreamError,
+    UpstreamNotFound,
+)
+from shared.retry import Deadline
+from shared.sync import update_if_unchanged
+
+CHANNELS = "calendar_channels"
+WATCHES = "calendar_watch"
+RENEW_LEASE_SECONDS = 60.0
+"""Longer than one renewal (a watch and a stop); a crashed run blocks the next for this long."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def channels() -> firestore.CollectionReference:
+    return firestore_client().collection(CHANNELS)
+
+
+def watch_ref() -> firestore.DocumentReference:
+    return firestore_client().collection(WATCHES).document(get_settings().calendar_id)
+
+
+# -- incoming notifications ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushNotification:
+    """What Google's POST says, all in headers (the body is empty)."""
+
+    channel_id: str
+    token: str
+    resource_id: str
+    state: str
+    message_number: str
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> PushNotification:
+        channel_id = headers.get("x-goog-channel-id", "").strip()
+        state = headers.get("x-goog-resource-state", "").strip()
+        if not channel_id or not state:
+            raise InvalidRequest("not a Calendar push notification (channel id or state missing)")
+        return cls(
+            channel_id=channel_id,
+            token=headers.get("x-goog-channel-token", ""),
+            resource_id=headers.get("x-goog-resource-id", "").strip(),
+            state=state,
+            message_number=headers.get("x-goog-message-number", "").strip(),
+        )
+
+    @property
+    def reports_change(self) -> bool:
+        """`exists`/`not_exists` say something changed; `sync` only opens the channel."""
+        return self.state in ("exists", "not_exists")
+
+
+def verify_notification(note: PushNotification) -> None:
+    """Accept only a live channel of ours whose secret token matches; raise 404/401 otherwise.
+
+    A `pending` channel counts: Google may deliver its `sync` message (and the first changes)
+    before `events.watch` has answered and the channel was marked active.
+    """
+    with firestore_call("read channel"):
+        snap = channels().document(note.channel_id).get()
+    data = snap.to_dict() if snap.exists else None
+    if not data or data.get("state") not in ("pending", "active"):
+        raise NotFound("unknown or stopped channel")
+    expected = str(data.get("tokenHash") or "")
+    if not expected or not hmac.compare_digest(_token_hash(note.token), expected):
+        raise Unauthenticated("channel token does not match")
+    expiration = data.get("expiration")
+    if isinstance(expiration, datetime) and expiration <= _now():
+        raise NotFound("channel expired")
+    if data.get("calendarId") != get_settings().calendar_id:
+        raise NotFound("channel of another calendar")
+    resource_id = data.get("resourceId")
+    if resource_id and note.resource_id != resource_id:
+        raise NotFound("channel watches another resource")
+
+
+# -- renewal ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What one run of `renew_channel` did."""
+
+    outcome: str  # renewed | current | busy
+    channel_id: str = ""
+    expiration: datetime | None = None
+    stopped: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "channelId": self.channel_id or None,
+            "expiration": self.expiration.isoformat() if self.expiration else None,
+            "stoppedChannels": list(self.stopped),
+        }
+
+
+def renew_channel(deadline: Deadline, *, force: bool = False) -> Renewal:
+    """Make sure a channel is open until at least a day from now; idempotent.
+
+    The current channel is kept while it has more than `channel_renew_before_seconds` to
+    live (unless `force`, e.g. after a suspected token leak). Otherwise a new channel is
+    opened and recorded, and then every older channel of ours is stopped.
+    """
+    settings = get_settings()
+    if not settings.notifications_url:
+        raise PlatformError("NOTIFICATIONS_URL is not configured: no address for the channel")
+    owner = uuid.uuid4().hex
+    current = _take_renew_lease(owner, force)
+    if current is not None:
+        return current
+    try:
+        channel_id, expiration = _open_channel(deadline)
+        if not _record_current(owner, channel_id, expiration):
+            # Our lease ran out and another run took over: ours must not stay open too.
+            _stop(channel_id, deadline)
+            return Renewal("busy")
+        stopped = _stop_others(channel_id, deadline)
+    finally:
+        _release_renew_lease(owner)
+    logs.info(
+        "calendar channel renewed",
+        channel_id=channel_id,
+        expiration=expiration.isoformat(),
+        stopped=len(stopped),
+    )
+    return Renewal("renewed", channel_id, expiration, tuple(stopped))
+
+
+def _take_renew_lease(owner: str, force: bool) -> Renewal | None:
+    """Hold the renewal lease (None), or say why this run has nothing to do."""
+    renew_before = timedelta(seconds=get_settings().channel_renew_before_seconds)
+
+    def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, Renewal | None]:
+        now = _now()
+        lease = data.get("lease") or {}
+        if lease.get("owner") and lease.get("until") and lease["until"] > now:
+            return None, Renewal("busy", str(data.get("channelId") or ""))
+        expiration = data.get("expiration")
+        if (
+            not force
+            and data.get("channelId")
+            and isinstance(expiration, datetime)
+            and expiration - now > renew_before
+        ):
+            return None, Renewal("current", str(data["channelId"]), expiration)
+        until = now + timedelta(seconds=RENEW_LEASE_SECONDS)
+        return {"lease": {"owner": owner, "until": until}}, None
+
+    return update_if_unchanged(watch_ref(), decide, "take renewal lease")
+
+
+def _release_renew_lease(owner: str) -> None:
+    def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, None]:
+        if (data.get("lease") or {}).get("owner") != owner:
+            return None, None
+        return {"lease": firestore.DELETE_FIELD}, None
+
+    try:
+        update_if_unchanged(watch_ref(), decide, "release renewal lease")
+    except PlatformError:
+        logs.warning("renewal lease not released; it expires by itself")
+
+
+def _open_channel(deadline: Deadline) -> tuple[str, datetime]:
+    """`events.watch` with a fresh id and token; the channel is on record before Google knows it."""
+    settings = get_settings()
+    channel_id = f"ch-{uuid.uuid4().hex}"
+    token = secrets.token_urlsafe(32)
+    ttl = int(settings.channel_ttl_seconds)
+    ref = channels().document(channel_id)
+    with firestore_call("record new channel"):
+        ref.create(
+            {
+                "channelId": channel_id,
+                "calendarId": settings.calendar_id,
+                "address": settings.notifications_url,
+                "tokenHash": _token_hash(token),
+                "state": "pending",
+                "requestedTtlSeconds": ttl,
+                # Until Google answers, trust the channel no longer than we asked for.
+                "expiration": _now() + timedelta(seconds=ttl),
+                "createdAt": firestore.SERVER_TIMESTAMP,
+            }
+        )
+    answer = calendar_api().watch_events(
+        {
+            "id": channel_id,
+            "type": "web_hook",
+            "address": settings.notifications_url,
+            "token": token,
+            "params": {"ttl": str(ttl)},
+        },
+        deadline,
+    )
+    expiration = datetime.fromtimestamp(int(answer["expiration"]) / 1000, UTC)
+    with firestore_call("activate channel"):
+        ref.update(
+            {
+                "state": "active",
+                "resourceId": str(answer.get("resourceId") or ""),
+                "expiration": expiration,
+                "expirationMs": int(answer["expiration"]),
+                "activatedAt": firestore.SERVER_TIMESTAMP,
+            }
+        )
+    return channel_id, expiration
+
+
+def _record_current(owner: str, channel_id: str, expiration: datetime) -> bool:
+    """Point the calendar at the new channel, if this run still holds the lease."""
+
+    def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+        if (data.get("lease") or {}).get("owner") != owner:
+            return None, False
+        updates = {
+            "channelId": channel_id,
+            "expiration": expiration,
+            "renewedAt": firestore.SERVER_TIMESTAMP,
+        }
+        return updates, True
+
+    return update_if_unchanged(watch_ref(), decide, "record current channel")
+
+
+def _stop_others(current_id: str, deadline: Deadline) -> list[str]:
+    """Stop every channel of this calendar except the current one (the previous, and leftovers)."""
+    query = channels().where(filter=FieldFilter("calendarId", "==", get_settings().calendar_id))
+    with firestore_call("list channels"):
+        snaps = list(query.stream())
+    stopped = []
+    for snap in snaps:
+        data = snap.to_dict() or {}
+        if snap.id != current_id and data.get("state") == "active":
+            _stop(snap.id, deadline, str(data.get("resourceId") or ""))
+            stopped.append(snap.id)
+    return stopped
+
+
+def _stop(channel_id: str, deadline: Deadline, resource_id: str = "") -> None:
+    ref = channels().document(channel_id)
+    if not resource_id:
+        with firestore_call("read channel"):
+            resource_id = str((ref.get().to_dict() or {}).get("resourceId") or "")
+    try:
+        calendar_api().stop_channel(channel_id, resource_id, deadline)
+    except UpstreamNotFound:
+        pass  # expired or stopped already: the outcome we want
+    except UpstreamError as exc:
+        # It stays `active` on record and is stopped by the next renewal; Google drops it at
+        # its expiration anyway.
+        logs.warning(
+            "could not stop an old calendar channel", channel_id=channel_id, detail=exc.message
+        )
+        return
+    with firestore_call("mark channel stopped"):
+        ref.update({"state": "stopped", "stoppedAt": firestore.SERVER_TIMESTAMP})
+
+
+# -- who may renew ----------------------------------------------------------------------------
+
+
+def require_renewal_caller(headers: Mapping[str, str]) -> str:
+    """Cloud Scheduler's OIDC token (its own audience and service account), or an admin.
+
+    The scheduler's ID token is checked first when a scheduler audience is configured; any
+    other credential goes through `require_admin` (API key or an admin's ID token), so an
+    on-call engineer can renew by hand.
+    """
+    settings = get_settings()
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if settings.scheduler_audience and scheme.lower() == "bearer" and token.strip():
+        claims = _scheduler_claims(token.strip())
+        if claims is not None:
+            email = str(claims.get("email") or "").lower()
+            if claims.get("email_verified") is not True or email not in (
+                settings.scheduler_invoker_emails
+            ):
+                raise Forbidden("this account may not run the renewal")
+            return f"scheduler:{email}"
+    return require_admin(dict(headers)).identity
+
+
+def _scheduler_claims(token: str) -> Mapping[str, Any] | None:
+    """The token's claims if Google signed it for the scheduler audience, else None."""
+    try:
+        return verify_id_token(token, get_settings().scheduler_audience)
+    except Unauthenticated:
+        return None

@@ -1,0 +1,412 @@
+"""Push channels and incremental sync against the Calendar emulator's real push delivery."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+import requests
+
+from devstack.client import TIME_ZONE, StackClient
+from shared.clients import reset_clients
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+T = TypeVar("T")
+SCHEDULER = "renewal-scheduler@demo-virtual-classes.iam.gserviceaccount.com"
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float = 10.0) -> T:
+    """Poll `probe` until it returns something truthy, or fail after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.05)
+
+
+def calendar_control(client: StackClient) -> str:
+    return (
+        str(client.doc["emulators"]["calendar"]).split("/calendar/v3/")[0] + "/_emulator/calendar"
+    )
+
+
+def renew(client: StackClient, *, force: bool = False, **headers: str) -> requests.Response:
+    headers = headers or {"X-API-Key": client.doc["secrets"]["admin_api_key"]}
+    return requests.post(
+        client.doc["functions"]["renew_watch"],
+        params={"force": "1"} if force else None,
+        headers=headers,
+        timeout=60,
+    )
+
+
+def deliveries(client: StackClient) -> list[dict[str, Any]]:
+    """Every push the emulator attempted, once none is left in its queue."""
+    result: list[dict[str, Any]] = requests.get(
+        f"{calendar_control(client)}/deliveries", params={"wait": "1"}, timeout=10
+    ).json()
+    return result
+
+
+def emulator_channels(client: StackClient) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = requests.get(
+        f"{calendar_control(client)}/channels", timeout=10
+    ).json()
+    return result
+
+
+def push(client: StackClient, channel: dict[str, Any], **overrides: str) -> requests.Response:
+    """A notification shaped like Google's: headers only, empty body."""
+    headers = {
+        "X-Goog-Channel-ID": channel["id"],
+        "X-Goog-Channel-Token": channel.get("token", ""),
+        "X-Goog-Resource-ID": channel.get("resourceId", ""),
+        "X-Goog-Resource-State": "exists",
+        "X-Goog-Message-Number": "99",
+        **overrides,
+    }
+    return requests.post(
+        client.doc["functions"]["calendar_notifications"], headers=headers, data=b"", timeout=30
+    )
+
+
+def sync_state(client: StackClient) -> dict[str, Any]:
+    snap = client.db.collection("calendar_sync").document(client.doc["calendar_id"]).get()
+    return snap.to_dict() or {}
+
+
+def sync_settled(client: StackClient) -> dict[str, Any] | None:
+    """The sync document once no delivery is queued and no sync holds the lease."""
+    deliveries(client)
+    state = sync_state(client)
+    return state if state.get("syncToken") and not state.get("lease") else None
+
+
+def schedule(client: StackClient) -> tuple[str, str]:
+    """A booking paid through the real payment flow: (booking id, its event id)."""
+    booking_id = client.seed_booking()
+    payment = client.create_payment(booking_id)
+    assert client.notify(payment["id"])["status"] == 200
+    booking = client.booking(booking_id)
+    assert booking["status"] == "scheduled"
+    return booking_id, str(booking["googleEventId"])
+
+
+def calendar_changes(client: StackClient, booking_id: str) -> list[dict[str, Any]]:
+    docs = client.db.collection("bookings").document(booking_id).collection("calendar_changes")
+    return [snap.to_dict() or {} for snap in docs.stream()]
+
+
+def move(client: StackClient, event_id: str, start: str, end: str) -> dict[str, Any]:
+    event: dict[str, Any] = (
+        client.calendar.events()
+        .patch(
+            calendarId=client.doc["calendar_id"],
+            eventId=event_id,
+            conferenceDataVersion=1,
+            body={
+                "start": {"dateTime": start, "timeZone": TIME_ZONE},
+                "end": {"dateTime": end, "timeZone": TIME_ZONE},
+            },
+        )
+        .execute()
+    )
+    return event
+
+
+@pytest.fixture
+def watched(client: StackClient) -> dict[str, Any]:
+    """The channel `renew_watch` opened, as the emulator knows it (with its token)."""
+    answer = renew(client)
+    assert answer.status_code == 200, answer.text
+    [channel] = emulator_channels(client)
+    assert channel["id"] == answer.json()["channelId"]
+    return channel
+
+
+# -- channels --------------------------------------------------------------------------------
+
+
+def test_channel_creation_delivers_sync_and_is_accepted(client: StackClient) -> None:
+    answer = renew(client)
+
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["outcome"] == "renewed"
+    [channel] = emulator_channels(client)
+    assert channel["id"] == body["channelId"]
+    assert channel["address"] == client.doc["functions"]["calendar_notifications"]
+    assert [(d["channelId"], d["state"], d["status"]) for d in deliveries(client)] == [
+        (channel["id"], "sync", 200)
+    ]
+    stored = client.db.collection("calendar_channels").document(channel["id"]).get().to_dict()
+    assert stored is not None
+    assert stored["state"] == "active"
+    assert stored["expirationMs"] == int(channel["expiration"])
+    assert channel["token"] not in stored.values()  # only the token's hash is kept
+    assert body["sync"]["outcome"] == "synced"
+    assert sync_state(client)["syncToken"]
+
+
+def test_a_second_run_keeps_the_current_channel(
+    client: StackClient, watched: dict[str, Any]
+) -> None:
+    answer = renew(client)
+
+    assert answer.status_code == 200
+    assert answer.json()["outcome"] == "current"
+    assert [c["id"] for c in emulator_channels(client)] == [watched["id"]]
+
+
+def test_renewal_replaces_the_channel_and_stops_the_old_one(
+    client: StackClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHANNEL_TTL_SECONDS", "3600")  # expires within the renewal margin
+    reset_clients()
+    first = renew(client).json()
+    [old] = emulator_channels(client)
+    booking_id, event_id = schedule(client)
+
+    second = renew(client).json()
+
+    assert second["outcome"] == "renewed"
+    assert second["stoppedChannels"] == [first["channelId"]]
+    [new] = emulator_channels(client)
+    assert new["id"] == second["channelId"] != old["id"]
+    stored_old = client.db.collection("calendar_channels").document(old["id"]).get().to_dict()
+    assert stored_old is not None and stored_old["state"] == "stopped"
+    assert push(client, old).status_code == 404
+    delivered = len(deliveries(client))
+    move(client, event_id, "2026-12-03T09:00:00-03:00", "2026-12-03T10:00:00-03:00")
+    wait_for(lambda: client.booking(booking_id)["start"] == "2026-12-03T09:00:00-03:00")
+    assert [(d["channelId"], d["status"]) for d in deliveries(client)[delivered:]] == [
+        (new["id"], 200)
+    ]
+
+
+def test_overlapping_renewals_open_one_channel(client: StackClient) -> None:
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda _: renew(client), range(5)))
+
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    outcomes = sorted(a.json()["outcome"] for a in answers)
+    assert outcomes.count("renewed") == 1, outcomes
+    assert len(emulator_channels(client)) == 1
+
+
+def test_scheduler_oidc_token_may_renew(
+    client: StackClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audience = client.doc["functions"]["renew_watch"]
+    monkeypatch.setenv("SCHEDULER_AUDIENCE", audience)
+    monkeypatch.setenv("SCHEDULER_INVOKER_EMAILS", SCHEDULER)
+    reset_clients()
+
+    def id_token(email: str, aud: str = audience) -> str:
+        minted = requests.post(
+            f"{client.doc['emulators']['oauth']}/_emulator/oauth/id-token",
+            json={"email": email, "audience": aud},
+            timeout=10,
+        )
+        return str(minted.json()["id_token"])
+
+    scheduler = renew(client, Authorization=f"Bearer {id_token(SCHEDULER)}")
+    stranger = renew(client, Authorization=f"Bearer {id_token('someone@example.com')}")
+    elsewhere = renew(client, Authorization=f"Bearer {id_token(SCHEDULER, 'other-audience')}")
+    anonymous = renew(client, Accept="application/json")
+
+    assert scheduler.status_code == 200, scheduler.text
+    assert stranger.status_code == 403
+    assert elsewhere.status_code == 401
+    assert anonymous.status_code == 401
+    assert len(emulator_channels(client)) == 1
+
+
+# -- notifications ---------------------------------------------------------------------------
+
+
+def test_cancelling_the_event_cancels_the_booking(
+    client: StackClient, watched: dict[str, Any]
+) -> None:
+    booking_id, event_id = schedule(client)
+
+    client.calendar.events().delete(
+        calendarId=client.doc["calendar_id"], eventId=event_id
+    ).execute()
+
+    booking = wait_for(
+        lambda: (b := client.booking(booking_id)).get("calendarStatus") == "cancelled" and b
+    )
+    assert booking["status"] == "cancelled"
+    assert booking["needsAttention"] == "event_cancelled"
+    [change] = calendar_changes(client, booking_id)
+    assert change["kinds"] == ["cancelled"]
+    assert change["previousStatus"] == "scheduled"
+
+
+def test_moving_the_event_moves_the_booking(client: StackClient, watched: dict[str, Any]) -> None:
+    booking_id, event_id = schedule(client)
+    meet_link = client.booking(booking_id)["meetLink"]
+
+    moved = move(client, event_id, "2026-12-02T07:30:00-06:00", "2026-12-02T08:30:00-06:00")
+
+    booking = wait_for(
+        lambda: (b := client.booking(booking_id))["start"] != "2026-12-01T18:00:00-03:00" and b
+    )
+    assert booking["start"] == "2026-12-02T10:30:00-03:00"  # in Buenos Aires time
+    assert booking["end"] == "2026-12-02T11:30:00-03:00"
+    assert booking["status"] == "scheduled"
+    assert booking["meetLink"] == meet_link == moved["hangoutLink"]
+    [change] = calendar_changes(client, booking_id)
+    assert change["kinds"] == ["moved"]
+    assert change["previousStart"] == "2026-12-01T18:00:00-03:00"
+
+
+def test_attendee_responses_are_recorded(client: StackClient, watched: dict[str, Any]) -> None:
+    booking_id, event_id = schedule(client)
+    event = client.calendar.events().get(calendarId=client.doc["calendar_id"], eventId=event_id)
+    attendees = event.execute()["attendees"]
+    for attendee in attendees:
+        if attendee["email"] == "juan.perez@example.com":
+            attendee["responseStatus"] = "declined"
+
+    client.calendar.events().patch(
+        calendarId=client.doc["calendar_id"],
+        eventId=event_id,
+        conferenceDataVersion=1,
+        body={"attendees": attendees},
+    ).execute()
+
+    booking = wait_for(lambda: (b := client.booking(booking_id)).get("attendeeResponses") and b)
+    assert booking["attendeeResponses"] == {
+        "juan.perez@example.com": "declined",
+        "ana.gomez@example.com": "needsAction",
+    }
+    assert booking["status"] == "scheduled"
+
+
+def test_forged_token_and_unknown_channel_are_rejected(
+    client: StackClient, watched: dict[str, Any]
+) -> None:
+    schedule(client)
+    before = wait_for(lambda: sync_settled(client))
+    client.reset_stats("calendar")
+
+    forged = push(client, watched, **{"X-Goog-Channel-Token": "guessed"})
+    tokenless = push(client, {**watched, "token": ""})
+    unknown = push(client, {**watched, "id": "ch-unknown"})
+    headerless = requests.post(client.doc["functions"]["calendar_notifications"], timeout=10)
+
+    assert forged.status_code == 401
+    assert forged.json()["error"]["code"] == "unauthenticated"
+    assert tokenless.status_code == 401
+    assert unknown.status_code == 404
+    assert headerless.status_code == 400
+    assert client.stats("calendar") == {}  # nothing was asked of Google
+    assert sync_state(client)["generation"] == before["generation"]
+    assert push(client, watched).json()["outcome"] == "synced"  # the real token still works
+
+
+def test_stale_sync_token_triggers_a_full_resync(
+    client: StackClient, watched: dict[str, Any]
+) -> None:
+    booking_id, event_id = schedule(client)
+    stale = wait_for(lambda: sync_settled(client))["syncToken"]
+    requests.post(f"{calendar_control(client)}/expire-sync-tokens", timeout=10)
+
+    move(client, event_id, "2026-12-04T18:00:00-03:00", "2026-12-04T19:00:00-03:00")
+
+    wait_for(lambda: client.booking(booking_id)["start"] == "2026-12-04T18:00:00-03:00")
+    state = wait_for(lambda: sync_settled(client))
+    assert state["syncToken"] != stale
+    assert state["lastRound"]["full"] is True
+    assert state["lastFullSyncAt"] is not None
+    fresh = (
+        client.calendar.events()
+        .list(calendarId=client.doc["calendar_id"], syncToken=state["syncToken"])
+        .execute()
+    )
+    assert fresh["items"] == []  # the new token is valid and nothing was left behind
+
+
+def test_twenty_concurrent_notifications_apply_each_change_once(
+    client: StackClient, watched: dict[str, Any]
+) -> None:
+    scheduled = [schedule(client) for _ in range(3)]
+    wait_for(lambda: sync_settled(client))
+    observed: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def observe() -> None:
+        while not stop.is_set():
+            state = sync_state(client)
+            observed.append((int(state.get("generation") or 0), str(state.get("syncToken"))))
+
+    observer = threading.Thread(target=observe)
+    observer.start()
+    client.reset_stats("calendar")
+    try:
+        for _, event_id in scheduled:
+            move(client, event_id, "2026-12-05T18:00:00-03:00", "2026-12-05T19:00:00-03:00")
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(lambda _: push(client, watched), range(20)))
+        state = wait_for(lambda: sync_settled(client))
+    finally:
+        stop.set()
+        observer.join()
+
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    assert {a.json()["outcome"] for a in answers} <= {"synced", "queued"}
+    for booking_id, _ in scheduled:
+        assert client.booking(booking_id)["start"] == "2026-12-05T18:00:00-03:00"
+        assert [c["kinds"] for c in calendar_changes(client, booking_id)] == [["moved"]]
+    generations = [g for g, _ in observed]
+    assert generations == sorted(generations), "the stored token went back"
+    assert len({t for g, t in observed if g == generations[-1]}) == 1
+    assert state["pending"] == 0
+    listings = client.stats("calendar").get("GET /calendar/v3/calendars/<calendarId>/events", 0)
+    assert listings < 20 + len(scheduled), "notifications during a sync were not coalesced"
+    fresh = (
+        client.calendar.events()
+        .list(calendarId=client.doc["calendar_id"], syncToken=state["syncToken"])
+        .execute()
+    )
+    assert fresh["items"] == []
+
+
+def test_event_without_booking_id_changes_nothing(
+    client: StackClient, watched: dict[str, Any]
+) -> None:
+    booking_id, _ = schedule(client)
+    before = wait_for(lambda: sync_settled(client))
+    booking_before = client.db.collection("bookings").document(booking_id).get()
+
+    client.calendar.events().insert(
+        calendarId=client.doc["calendar_id"],
+        body={
+            "summary": "Reunión de docentes",
+            "start": {"dateTime": "2026-12-01T18:00:00-03:00", "timeZone": TIME_ZONE},
+            "end": {"dateTime": "2026-12-01T19:00:00-03:00", "timeZone": TIME_ZONE},
+            "attendees": [{"email": "juan.perez@example.com", "responseStatus": "declined"}],
+        },
+    ).execute()
+
+    after = wait_for(
+        lambda: (s := sync_settled(client)) and s["generation"] > before["generation"] and s
+    )
+    assert after["lastRound"]["ignored"] == 1
+    assert after["lastRound"]["applied"] == 0
+    booking_after = client.db.collection("bookings").document(booking_id).get()
+    assert booking_after.update_time == booking_before.update_time
+    assert calendar_changes(client, booking_id) == []
