@@ -115,4 +115,33 @@ def require_admin(headers: dict[str, str]) -> Admin:
     return Admin(email, "id_token")
 
 
+def require_scheduler_or_admin(headers: Mapping[str, str]) -> str:
+    """Cloud Scheduler's OIDC token (its own audience and service account), or an admin.
+
+    The scheduler's ID token is checked first when a scheduler audience is configured; any
+    other credential goes through `require_admin` (API key or an admin's ID token), so an
+    on-call engineer can run a scheduled job by hand.
+    """
+    settings = get_settings()
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if settings.scheduler_audience and scheme.lower() == "bearer" and token.strip():
+        claims = _scheduler_claims(token.strip())
+        if claims is not None:
+            email = str(claims.get("email") or "").lower()
+            if claims.get("email_verified") is not True or email not in (
+                settings.scheduler_invoker_emails
+            ):
+                raise Forbidden("this account may not run scheduled jobs")
+            return f"scheduler:{email}"
+    return require_admin(dict(headers)).identity
+
+
+def _scheduler_claims(token: str) -> Mapping[str, Any] | None:
+    """The token's claims if Google signed it for the scheduler audience, else None."""
+    try:
+        return verify_id_token(token, get_settings().scheduler_audience)
+    except Unauthenticated:
+        return None
+
+
 on_reset(_certs.clear)

@@ -30,13 +30,11 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared import logs
-from shared.admin import require_admin, verify_id_token
 from shared.bookings import firestore_call
 from shared.calendar import calendar_api
 from shared.clients import firestore_client
 from shared.config import get_settings
 from shared.errors import (
-    Forbidden,
     InvalidRequest,
     NotFound,
     PlatformError,
@@ -310,32 +308,3 @@ def _stop(channel_id: str, deadline: Deadline, resource_id: str = "") -> None:
 
 
 # -- who may renew ----------------------------------------------------------------------------
-
-
-def require_renewal_caller(headers: Mapping[str, str]) -> str:
-    """Cloud Scheduler's OIDC token (its own audience and service account), or an admin.
-
-    The scheduler's ID token is checked first when a scheduler audience is configured; any
-    other credential goes through `require_admin` (API key or an admin's ID token), so an
-    on-call engineer can renew by hand.
-    """
-    settings = get_settings()
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if settings.scheduler_audience and scheme.lower() == "bearer" and token.strip():
-        claims = _scheduler_claims(token.strip())
-        if claims is not None:
-            email = str(claims.get("email") or "").lower()
-            if claims.get("email_verified") is not True or email not in (
-                settings.scheduler_invoker_emails
-            ):
-                raise Forbidden("this account may not run the renewal")
-            return f"scheduler:{email}"
-    return require_admin(dict(headers)).identity
-
-
-def _scheduler_claims(token: str) -> Mapping[str, Any] | None:
-    """The token's claims if Google signed it for the scheduler audience, else None."""
-    try:
-        return verify_id_token(token, get_settings().scheduler_audience)
-    except Unauthenticated:
-        return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
 from devstack.client import StackClient
 from shared.retry import Deadline
@@ -51,3 +52,20 @@ def test_reconcile_stops_at_a_transient_failure_and_keeps_the_booking_paid(
 
     assert [o.outcome for o in outcomes] == ["retry_later"]
     assert client.booking(booking_id)["status"] == "paid"
+
+
+def test_reconcile_function_runs_for_an_admin_and_refuses_strangers(
+    client: StackClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    booking_id = _paid_without_event(client, monkeypatch)
+    url = client.doc["functions"]["reconcile"]
+
+    stranger = requests.post(url, timeout=30)
+    admin = requests.post(
+        url, headers={"X-API-Key": client.doc["secrets"]["admin_api_key"]}, timeout=30
+    )
+
+    assert stranger.status_code == 401
+    assert admin.status_code == 200
+    assert admin.json()["bookings"][0]["bookingId"] == booking_id
+    assert client.booking(booking_id)["status"] == "scheduled"

@@ -13,7 +13,8 @@ import functions_framework
 from flask import Request, Response
 
 from shared import logs
-from shared.channels import renew_channel, require_renewal_caller
+from shared.admin import require_scheduler_or_admin
+from shared.channels import renew_channel
 from shared.errors import MethodNotAllowed, PlatformError, RequestError
 from shared.retry import Deadline
 from shared.sync import request_sync
@@ -30,7 +31,7 @@ def renew_watch(request: Request) -> Response:
     try:
         if request.method != "POST":
             raise MethodNotAllowed("use POST")
-        caller = require_renewal_caller(lower_headers(request))
+        caller = require_scheduler_or_admin(lower_headers(request))
         deadline = Deadline(BUDGET_SECONDS)
         force = request.args.get("force", "").lower() in ("1", "true", "yes")
         renewal = renew_channel(deadline, force=force)
