@@ -7,16 +7,22 @@ nothing here ever receives a token or a secret, and `_redact` is a last line of 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import re
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from shared.config import get_settings
 
 _lock = threading.Lock()
+_request_fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "request_fields", default=None
+)
 _SECRETISH = re.compile(r"(token|secret|password|authorization|signature|key)", re.IGNORECASE)
 
 
@@ -35,13 +41,30 @@ def trace_field(trace_header: str | None) -> dict[str, str]:
     return {"logging.googleapis.com/trace": f"projects/{project}/traces/{trace_id}"}
 
 
+@contextlib.contextmanager
+def request_context(trace_header: str | None) -> Iterator[None]:
+    """Within one request, every line carries its trace and the ids `bind` added."""
+    token = _request_fields.set(trace_field(trace_header))
+    try:
+        yield
+    finally:
+        _request_fields.reset(token)
+
+
+def bind(**fields: Any) -> None:
+    """Add ids (booking, payment, channel...) to every later line of this request."""
+    current = _request_fields.get()
+    if current is not None:
+        current.update({k: v for k, v in fields.items() if v not in (None, "")})
+
+
 def log(severity: str, message: str, **fields: Any) -> None:
     """Write one structured line; `fields` are ids, outcomes and durations, never secrets."""
     entry: dict[str, Any] = {
         "severity": severity,
         "message": message,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **_redact(fields),
+        **_redact({**(_request_fields.get() or {}), **fields}),
     }
     line = json.dumps(entry, default=str, ensure_ascii=False)
     with _lock:

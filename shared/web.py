@@ -1,17 +1,90 @@
-"""The HTTP edge shared by every function: JSON answers and the error-to-status mapping.
+"""The HTTP edge shared by every function: one wrapper, JSON answers, error mapping.
 
-Functions call `answer_error(exc, webhook=...)`; which status and whether the sender
-should retry is decided once, in `shared.errors.http_answer`.
+Each function's handler is wrapped by `endpoint(...)`: it checks the method, turns a
+`PlatformError` into its answer (which status, and whether the sender should retry, is
+decided once, in `shared.errors.http_answer`), and writes the request's one log line with
+its outcome, duration and trace.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Request, Response
 
-from shared.errors import PlatformError, http_answer
+from shared import logs
+from shared.errors import (
+    MethodNotAllowed,
+    PayloadTooLarge,
+    PlatformError,
+    ReauthorizationRequired,
+    RequestError,
+    http_answer,
+)
+
+
+@dataclass
+class Handled:
+    """A handler's answer and what the request's log line should say about it."""
+
+    response: Response
+    log: dict[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[Request], Handled]
+
+
+def endpoint(
+    action: str,
+    *,
+    methods: tuple[str, ...] = ("POST",),
+    webhook: bool = False,
+    on_error: Callable[[PlatformError], Response] | None = None,
+) -> Callable[[Handler], Callable[[Request], Response]]:
+    """Wrap a function's handler: method check, error answers, one log line per request.
+
+    `webhook=True` acknowledges permanent errors so a redelivering sender stops;
+    `on_error` replaces the JSON error answer (HTML pages for people).
+    """
+
+    def decorate(handler: Handler) -> Callable[[Request], Response]:
+        @functools.wraps(handler)
+        def serve(request: Request) -> Response:
+            started = time.monotonic()
+            with logs.request_context(request.headers.get("X-Cloud-Trace-Context")):
+                try:
+                    if request.method not in methods:
+                        raise MethodNotAllowed(f"use {' or '.join(methods)}")
+                    handled = handler(request)
+                except PlatformError as exc:
+                    # A lost Google grant was already logged once, at ERROR, by the provider.
+                    quiet = isinstance(exc, RequestError | ReauthorizationRequired)
+                    logs.log(
+                        "WARNING" if quiet else "ERROR",
+                        f"{action} failed",
+                        outcome=exc.code,
+                        detail=exc.message,
+                        duration_ms=_since(started),
+                    )
+                    response = on_error(exc) if on_error else answer_error(exc, webhook=webhook)
+                    if isinstance(exc, MethodNotAllowed):
+                        response.headers["Allow"] = ", ".join(methods)
+                    return response
+                logs.info(f"{action} handled", duration_ms=_since(started), **handled.log)
+                return handled.response
+
+        return serve
+
+    return decorate
+
+
+def _since(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -35,8 +108,6 @@ def lower_headers(request: Request) -> dict[str, str]:
 
 def read_body(request: Request, limit: int) -> bytes:
     """At most `limit` bytes of the body; longer bodies are refused before being read."""
-    from shared.errors import PayloadTooLarge
-
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
     body = request.stream.read(limit + 1)

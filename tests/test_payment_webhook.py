@@ -258,6 +258,7 @@ def _signed_post(
     content_type: str = "application/json",
     secret: str | None = None,
     sign_id: str | None = None,
+    extra_headers: dict[str, str] | None = None,
 ) -> requests.Response:
     secret = secret or client.doc["secrets"]["mercadopago_webhook_secret"]
     ts = int(time.time()) if ts is None else ts
@@ -276,6 +277,7 @@ def _signed_post(
             "Content-Type": content_type,
             "x-request-id": request_id,
             "x-signature": f"ts={ts},v1={v1}",
+            **(extra_headers or {}),
         },
         timeout=30,
     )
@@ -414,3 +416,17 @@ def test_logs_carry_ids_but_never_a_secret(
     secrets.append(client.doc["oauth"]["client_secret"])
     for secret in secrets:
         assert secret not in out and secret not in err
+
+
+def test_log_lines_carry_the_cloud_trace_of_the_request(
+    client: StackClient, capfd: pytest.CaptureFixture[str]
+) -> None:
+    trace = {"X-Cloud-Trace-Context": "0af7651916cd43dd8448eb211c80319c/1;o=1"}
+
+    _signed_post(client, data_id="777", extra_headers=trace)
+
+    out, _ = capfd.readouterr()
+    [line] = [json.loads(x) for x in out.splitlines() if '"payment_id": "777"' in x]
+    assert line["logging.googleapis.com/trace"] == (
+        f"projects/{client.doc['project_id']}/traces/0af7651916cd43dd8448eb211c80319c"
+    )

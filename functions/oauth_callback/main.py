@@ -10,9 +10,9 @@ import html
 import functions_framework
 from flask import Request, Response
 
-from shared import logs
 from shared.errors import PlatformError
 from shared.oauth import ConsentOutcome, ConsentResult, complete_consent
+from shared.web import Handled, endpoint
 
 RETRY_ES = "Volvé al panel de administración y conectá Google Calendar otra vez."
 RETRY_EN = "Go back to the admin panel and connect Google Calendar again."
@@ -115,18 +115,18 @@ def page(texts: tuple[str, str, str, str], status: int, **values: str) -> Respon
     return Response(body, status=status, headers=headers, mimetype="text/html")
 
 
+def error_page(error: PlatformError) -> Response:
+    return page(UNAVAILABLE, 503) if error.retry else page(FAILED, error.status)
+
+
 @functions_framework.http
-def oauth_callback(request: Request) -> Response:
-    if request.method != "GET":
-        return page(FAILED, 405)
-    try:
-        result: ConsentResult = complete_consent(request.args.to_dict())
-    except PlatformError as exc:
-        logs.error("calendar consent failed", outcome=exc.code, detail=exc.message)
-        return page(UNAVAILABLE, 503) if exc.retry else page(FAILED, exc.status)
-    return page(
+@endpoint("calendar consent", methods=("GET",), on_error=error_page)
+def oauth_callback(request: Request) -> Handled:
+    result: ConsentResult = complete_consent(request.args.to_dict())
+    response = page(
         PAGES[result.outcome],
         result.outcome.status,
         calendar=result.calendar_id,
         error=result.error,
     )
+    return Handled(response, {"outcome": result.outcome.value})

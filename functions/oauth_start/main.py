@@ -5,25 +5,21 @@ from __future__ import annotations
 import functions_framework
 from flask import Request, Response
 
-from shared import logs
 from shared.admin import require_admin
-from shared.errors import MethodNotAllowed, PlatformError
 from shared.oauth import start_consent
-from shared.web import answer_error, json_response, lower_headers
+from shared.web import Handled, endpoint, json_response, lower_headers
 
 
 @functions_framework.http
-def oauth_start(request: Request) -> Response:
-    try:
-        if request.method != "GET":
-            raise MethodNotAllowed("use GET")
-        consent = start_consent(require_admin(lower_headers(request)))
-    except PlatformError as exc:
-        logs.warning("calendar consent not started", outcome=exc.code, detail=exc.message)
-        return answer_error(exc)
+@endpoint("calendar consent start", methods=("GET",))
+def oauth_start(request: Request) -> Handled:
+    admin = require_admin(lower_headers(request))
+    consent = start_consent(admin)
     headers = {"Cache-Control": "no-store"}
+    log = {"caller": admin.identity, "outcome": "redirected"}
     if request.accept_mimetypes.best == "application/json":
         # An admin page calling with fetch() cannot read a redirect; it opens this URL.
         body = {"authorizationUrl": consent.authorization_url, "expiresAt": consent.expires_at}
-        return json_response(body, headers=headers)
-    return Response(status=302, headers={**headers, "Location": consent.authorization_url})
+        return Handled(json_response(body, headers=headers), log)
+    location = {**headers, "Location": consent.authorization_url}
+    return Handled(Response(status=302, headers=location), log)

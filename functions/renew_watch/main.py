@@ -7,54 +7,32 @@ incremental sync, because Google does not redeliver a notification that failed.
 
 from __future__ import annotations
 
-import time
-
 import functions_framework
-from flask import Request, Response
+from flask import Request
 
 from shared import logs
 from shared.admin import require_scheduler_or_admin
 from shared.channels import renew_channel
-from shared.errors import MethodNotAllowed, PlatformError, RequestError
 from shared.retry import Deadline
 from shared.sync import request_sync
-from shared.web import answer_error, json_response, lower_headers
+from shared.web import Handled, endpoint, json_response, lower_headers
 
 BUDGET_SECONDS = 50.0
 """Inside Cloud Functions' default 60 s timeout, with room to answer."""
 
 
 @functions_framework.http
-def renew_watch(request: Request) -> Response:
-    started = time.monotonic()
-    trace = logs.trace_field(request.headers.get("X-Cloud-Trace-Context"))
-    try:
-        if request.method != "POST":
-            raise MethodNotAllowed("use POST")
-        caller = require_scheduler_or_admin(lower_headers(request))
-        deadline = Deadline(BUDGET_SECONDS)
-        force = request.args.get("force", "").lower() in ("1", "true", "yes")
-        renewal = renew_channel(deadline, force=force)
-        sync = request_sync(deadline)
-    except PlatformError as exc:
-        severity = "WARNING" if isinstance(exc, RequestError) else "ERROR"
-        logs.log(
-            severity,
-            "channel renewal failed",
-            outcome=exc.code,
-            detail=exc.message,
-            duration_ms=round((time.monotonic() - started) * 1000),
-            **trace,
-        )
-        return answer_error(exc)
+@endpoint("channel renewal")
+def renew_watch(request: Request) -> Handled:
+    logs.bind(caller=require_scheduler_or_admin(lower_headers(request)))
+    deadline = Deadline(BUDGET_SECONDS)
+    force = request.args.get("force", "").lower() in ("1", "true", "yes")
+    renewal = renew_channel(deadline, force=force)
+    sync = request_sync(deadline)
     body = {**renewal.as_json(), "sync": sync.as_json()}
-    logs.info(
-        "channel renewal handled",
-        caller=caller,
-        outcome=renewal.outcome,
-        channel_id=renewal.channel_id or None,
-        sync_outcome=sync.outcome,
-        duration_ms=round((time.monotonic() - started) * 1000),
-        **trace,
-    )
-    return json_response(body)
+    log = {
+        "outcome": renewal.outcome,
+        "channel_id": renewal.channel_id,
+        "sync_outcome": sync.outcome,
+    }
+    return Handled(json_response(body), log)
