@@ -24,14 +24,14 @@ def up() -> int:
     started = time.monotonic()
     stack = LocalStack()
     stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    # Ctrl-C and a plain `kill` both stop everything this process started (and nothing else),
+    # even when started in the background, where SIGINT would otherwise be ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
     try:
         doc = stack.start()
         print(_summary(doc, time.monotonic() - started), flush=True)
-        while not stopping.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
+        stopping.wait()
     finally:
         stack.stop()
         print("Local stack stopped.", flush=True)

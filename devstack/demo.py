@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from devstack.client import StackClient
@@ -56,12 +57,32 @@ def run_demo(document: dict[str, Any]) -> dict[str, Any]:
         )
         say(f"     invited: {attendees}")
     say(f"   Events carrying this booking id: {len(events)} (two deliveries, one event).")
+
+    listed = client.http.get(
+        document["functions"]["list_events"],
+        params={"from": "2026-12-01T00:00:00-03:00", "to": "2026-12-02T00:00:00-03:00"},
+        headers={"X-API-Key": document["secrets"]["admin_api_key"]},
+        timeout=30,
+    )
+    mine = [e for e in listed.json().get("events", []) if e.get("bookingId") == booking_id]
+    say(f"7. Admin listing (list_events) answered {listed.status_code}; the class is listed:")
+    for item in mine:
+        say(
+            f"     {item['start']}  {item['summary']}  student {item['student']['email']}"
+            f"  payment {item['paymentStatus']}"
+        )
+
+    moved = _move_class_in_google_calendar(client, booking, booking_id)
+    say("8. The teacher moved the class one hour later in Google Calendar; the push channel")
+    say(f"   brought it back to the booking: start {moved.get('start')}.")
     ok = (
         len(events) == 1
         and booking.get("status") == "scheduled"
         and bool(booking.get("meetLink"))
         and forged["status"] == 401
         and all(d["status"] == 200 for d in deliveries)
+        and len(mine) == 1
+        and moved.get("start") == MOVED_START
     )
     return {
         "ok": ok,
@@ -74,4 +95,33 @@ def run_demo(document: dict[str, Any]) -> dict[str, Any]:
         "eventsForBooking": len(events),
         "deliveryStatuses": [d["status"] for d in deliveries],
         "forgedStatus": forged["status"],
+        "listedByAdmin": len(mine),
+        "startAfterMove": moved.get("start"),
     }
+
+
+MOVED_START = "2026-12-01T19:00:00-03:00"
+
+
+def _move_class_in_google_calendar(
+    client: StackClient, booking: dict[str, Any], booking_id: str
+) -> dict[str, Any]:
+    """Patch the event as a teacher would; wait (bounded) for the push to update the booking."""
+    client.calendar.events().patch(
+        calendarId=client.doc["calendar_id"],
+        eventId=booking["googleEventId"],
+        conferenceDataVersion=1,  # without it Google would drop the Meet link on a change
+        body={
+            "start": {"dateTime": MOVED_START, "timeZone": "America/Argentina/Buenos_Aires"},
+            "end": {
+                "dateTime": "2026-12-01T20:00:00-03:00",
+                "timeZone": "America/Argentina/Buenos_Aires",
+            },
+        },
+    ).execute()
+    deadline = time.monotonic() + 15
+    current = client.booking(booking_id)
+    while current.get("start") != MOVED_START and time.monotonic() < deadline:
+        time.sleep(0.1)
+        current = client.booking(booking_id)
+    return current
