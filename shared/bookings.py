@@ -23,12 +23,14 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry, if_transient_error
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.clients import firestore_client
 from shared.config import TIME_ZONE, get_settings
 from shared.errors import TransientUpstreamError, UnprocessableNotification
+from shared.retry import Deadline
 
 PAYMENT_CLAIMS = "payment_claims"
 PAYMENT_ISSUES = "payment_issues"
@@ -98,6 +100,8 @@ class Booking:
     payment_id: str
     payment_status: str
     google_event_id: str
+    calendar_status: str
+    needs_attention: str
 
     @classmethod
     def from_document(cls, booking_id: str, data: dict[str, Any]) -> Booking:
@@ -125,6 +129,8 @@ class Booking:
             payment_id=str(data.get("paymentId") or ""),
             payment_status=str(data.get("paymentStatus") or ""),
             google_event_id=str(data.get("googleEventId") or ""),
+            calendar_status=str(data.get("calendarStatus") or ""),
+            needs_attention=str(data.get("needsAttention") or ""),
         )
 
     def zone(self) -> ZoneInfo:
@@ -169,6 +175,24 @@ def booking_ref(booking_id: str) -> firestore.DocumentReference:
     return bookings().document(booking_id)
 
 
+def is_booking_id(value: str) -> bool:
+    """Whether `value` can name a booking document (`external_reference` comes from outside)."""
+    return 0 < len(value.encode()) <= 1500 and "/" not in value and value not in (".", "..")
+
+
+def rpc_budget(deadline: Deadline) -> dict[str, Any]:
+    """Retry and timeout for one Firestore call, bounded by the request's deadline.
+
+    The client's defaults retry for up to a minute, far past the 22 seconds Mercado Pago
+    waits for an answer.
+    """
+    remaining = max(0.5, deadline.remaining())
+    retry = Retry(
+        predicate=if_transient_error, initial=0.1, maximum=1.0, multiplier=2.0, timeout=remaining
+    )
+    return {"retry": retry, "timeout": min(5.0, remaining)}
+
+
 def claim_ref(payment_id: str) -> firestore.DocumentReference:
     """The document that ties a payment to the one booking it paid for."""
     return firestore_client().collection(PAYMENT_CLAIMS).document(payment_id)
@@ -183,15 +207,17 @@ def firestore_call(what: str) -> Iterator[None]:
         raise TransientUpstreamError(f"Firestore unavailable: {what}") from exc
 
 
-def find_by_preference(preference_id: str) -> firestore.DocumentSnapshot[Any] | None:
+def find_by_preference(
+    preference_id: str, deadline: Deadline
+) -> firestore.DocumentSnapshot[Any] | None:
     """The booking whose `preferenceId` matches (the Checkout Pro preference paid)."""
     with firestore_call("find booking by preference"):
         query = bookings().where(filter=FieldFilter("preferenceId", "==", preference_id))
-        matches = list(query.limit(2).stream())
+        matches = list(query.limit(2).stream(**rpc_budget(deadline)))
     return matches[0] if len(matches) == 1 else None
 
 
-def record_payment_issue(kind: str, payment_id: str, **details: Any) -> None:
+def record_payment_issue(kind: str, payment_id: str, deadline: Deadline, **details: Any) -> None:
     """Keep, once per payment and kind, something an admin must look at."""
     doc = {
         "kind": kind,
@@ -200,4 +226,5 @@ def record_payment_issue(kind: str, payment_id: str, **details: Any) -> None:
         **{k: v for k, v in details.items() if v is not None},
     }
     with firestore_call("record payment issue"):
-        firestore_client().collection(PAYMENT_ISSUES).document(f"{payment_id}-{kind}").set(doc)
+        issue = firestore_client().collection(PAYMENT_ISSUES).document(f"{payment_id}-{kind}")
+        issue.set(doc, **rpc_budget(deadline))

@@ -69,13 +69,14 @@ class Settings:
     oauth_redirect_uri: str = ""
     # Webhooks and time budgets.
     webhook_tolerance_seconds: float = 300.0
+    accept_unsigned_ipn: bool = True
     handler_budget_seconds: float = 10.0
     upstream_timeout_seconds: float = 5.0
     # Admin access and public feed.
     admin_emails: tuple[str, ...] = ()
     id_token_audience: str = ""
     public_events_enabled: bool = False
-    public_calendar_id: str = ""  # empty: the platform's calendar (CALENDAR_ID)
+    public_calendar_id: str = ""  # the public feed's own calendar; never CALENDAR_ID
     # Push notifications.
     notifications_url: str = ""
     channel_ttl_seconds: float = 7 * 24 * 3600.0
@@ -115,6 +116,7 @@ def get_settings() -> Settings:
         webhook_tolerance_seconds=_env_float(
             "WEBHOOK_TOLERANCE_SECONDS", defaults.webhook_tolerance_seconds
         ),
+        accept_unsigned_ipn=_env_bool("MERCADOPAGO_ACCEPT_IPN", default=True),
         handler_budget_seconds=_env_float(
             "HANDLER_BUDGET_SECONDS", defaults.handler_budget_seconds
         ),

@@ -11,7 +11,8 @@ is acknowledged with 200 instead of provoking a retry storm; `http_answer` decid
     |       MethodNotAllowed 405, PayloadTooLarge 413, UnsupportedMediaType 415
     +-- UpstreamError (Google, Mercado Pago, Firestore)
     |   +-- TransientUpstreamError 503, retry (rate limits, 5xx, timeouts, budget spent)
-    |   |   +-- ReauthorizationRequired (the Google grant is gone; an admin must consent)
+    |   |   +-- CredentialsRejected (our token refused; not retried in the request)
+    |   |       +-- ReauthorizationRequired (the Google grant is gone; an admin must consent)
     |   +-- PermanentUpstreamError 502 (a retry cannot help)
     |       +-- UpstreamConflict (409), UpstreamNotFound (404), UpstreamGone (410)
     +-- UnprocessableNotification 422 (well-formed but cannot be applied: unknown booking,
@@ -88,7 +89,16 @@ class TransientUpstreamError(UpstreamError):
     retry = True
 
 
-class ReauthorizationRequired(TransientUpstreamError):
+class CredentialsRejected(TransientUpstreamError):
+    """An upstream refused our credentials: only an operator helps, so no backoff here,
+    but 503 to senders so the work is redelivered once it is fixed."""
+
+    code = "credentials_rejected"
+
+
+class ReauthorizationRequired(CredentialsRejected):
+    """The admin's Google grant is gone (`invalid_grant`): an admin must consent again."""
+
     code = "reauthorization_required"
 
 

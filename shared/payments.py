@@ -19,6 +19,7 @@ from mercadopago.webhook import InvalidWebhookSignatureError, WebhookSignatureVa
 from shared.clients import http_session
 from shared.config import get_settings
 from shared.errors import (
+    CredentialsRejected,
     InvalidRequest,
     PermanentUpstreamError,
     TransientUpstreamError,
@@ -110,6 +111,8 @@ def parse_notification(
         payment_id = _payment_id(args.get("id"))
         if headers.get("x-signature"):
             _verify_signature(headers, args.get("id"), settings.webhook_tolerance_seconds, now)
+        elif not settings.accept_unsigned_ipn:
+            raise Unauthenticated("unsigned IPN deliveries are not accepted here")
         return PaymentNotification(payment_id, "ipn", "ipn", headers.get("x-request-id", ""))
 
     _verify_signature(headers, args.get("data.id"), settings.webhook_tolerance_seconds, now)
@@ -130,10 +133,12 @@ def parse_notification(
     data = payload["data"] if isinstance(payload.get("data"), dict) else {}
     body_id = data.get("id")
     query_id = args.get("data.id")
-    if query_id and body_id is not None and str(body_id) != query_id:
+    if not query_id:
+        raise InvalidRequest("data.id is missing from the query string (the signed id)")
+    if body_id is not None and str(body_id) != query_id:
         raise InvalidRequest("data.id differs between query string and body")
     return PaymentNotification(
-        _payment_id(query_id or body_id),
+        _payment_id(query_id),
         "webhook",
         str(payload.get("action") or "payment"),
         headers.get("x-request-id", ""),
@@ -180,6 +185,18 @@ def _verify_signature(
         raise Unauthenticated("webhook signature timestamp is outside the tolerance")
 
 
+def _signed_with(secret: str, signature: str, request_id: str | None, data_id: str | None) -> bool:
+    """Whether `signature` was made with `secret`, for the id as sent or lower-cased."""
+    candidates = {data_id, data_id.lower()} if data_id else {data_id}
+    for candidate in candidates:
+        try:
+            WebhookSignatureValidator.validate(signature, request_id, candidate, secret)
+        except InvalidWebhookSignatureError:
+            continue
+        return True
+    return False
+
+
 def _signature_timestamp(signature: str) -> float:
     for part in signature.split(","):
         key, _, value = part.partition("=")
@@ -195,8 +212,12 @@ def _get(path: str, deadline: Deadline) -> dict[str, Any]:
     settings = get_settings()
     url = f"{settings.mercadopago_api_base}{path}"
 
+    refused = False
+
     def call() -> dict[str, Any]:
-        token = read_secret(settings.secrets.mercadopago_access_token)
+        nonlocal refused
+        # After a refusal, read the token again: it may have been rotated meanwhile.
+        token = read_secret(settings.secrets.mercadopago_access_token, fresh=refused)
         timeout = max(0.5, min(settings.upstream_timeout_seconds, deadline.remaining()))
         try:
             response = http_session().get(
@@ -206,6 +227,14 @@ def _get(path: str, deadline: Deadline) -> dict[str, Any]:
             raise TransientUpstreamError("Mercado Pago unreachable") from exc
         if response.status_code == 404:
             raise UpstreamNotFound(f"Mercado Pago has no {path}")
+        if response.status_code in (401, 403):
+            # Our credentials, not the payment: answering 503 keeps Mercado Pago
+            # redelivering until an operator fixes the token, instead of losing the payment.
+            message = f"Mercado Pago refused our access token ({response.status_code})"
+            if refused:
+                raise CredentialsRejected(message)
+            refused = True
+            raise TransientUpstreamError(message)  # once more, with the token read afresh
         if response.status_code == 429 or response.status_code >= 500:
             raise TransientUpstreamError(f"Mercado Pago answered {response.status_code}")
         if response.status_code != 200:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from shared.errors import ReauthorizationRequired, TransientUpstreamError
+from shared.errors import CredentialsRejected, TransientUpstreamError
 
 T = TypeVar("T")
 
@@ -43,11 +43,13 @@ def with_backoff(
     the caller still has time to record the failure and answer 503.
     """
     delay = first_delay
+    if deadline.expired():
+        raise TransientUpstreamError("the request's time budget is spent")
     while True:
         try:
             return call()
-        except ReauthorizationRequired:
-            raise  # only an admin's new consent helps; retrying would spend the budget
+        except CredentialsRejected:
+            raise  # only an operator helps; retrying would spend the budget
         except TransientUpstreamError:
             sleep = random.uniform(0, delay)
             if deadline.remaining() < sleep + 0.5:

@@ -36,23 +36,26 @@ def _secret_path(secret_id: str) -> str:
     return f"projects/{get_settings().project_id}/secrets/{secret_id}"
 
 
-def read_secret(secret_id: str, *, fresh: bool = False) -> str:
-    """The latest enabled version of `secret_id`, as text."""
+def read_secret(secret_id: str, *, max_age: float = CACHE_SECONDS, fresh: bool = False) -> str:
+    """The latest version of `secret_id`, as text, at most `max_age` seconds old.
+
+    Every failure is transient to callers: a missing secret or a missing grant is an
+    operator's mistake, and answering 503 keeps Mercado Pago redelivering until it is
+    fixed, where a 4xx or an acknowledgement would lose the payment.
+    """
     now = time.monotonic()
-    if not fresh:
-        with _cache_lock:
-            cached = _cache.get(secret_id)
-        if cached and now - cached[0] < CACHE_SECONDS:
-            return cached[1]
+    with _cache_lock:
+        cached = _cache.get(secret_id)
+    if cached and not fresh and now - cached[0] < max_age:
+        return cached[1]
     try:
         response = secret_manager_client().access_secret_version(
             name=f"{_secret_path(secret_id)}/versions/latest"
         )
-    except _TRANSIENT as exc:
-        raise TransientUpstreamError(f"Secret Manager unavailable reading {secret_id}") from exc
     except gexc.GoogleAPICallError as exc:
-        raise PermanentUpstreamError(f"secret {secret_id} cannot be read: {exc.reason}") from exc
-    value = response.payload.data.decode("utf-8")
+        reason = type(exc).__name__
+        raise TransientUpstreamError(f"secret {secret_id} cannot be read ({reason})") from exc
+    value = response.payload.data.decode("utf-8").strip()
     with _cache_lock:
         _cache[secret_id] = (now, value)
     return value
@@ -61,7 +64,9 @@ def read_secret(secret_id: str, *, fresh: bool = False) -> str:
 def add_secret_version(secret_id: str, value: str) -> str:
     """Store `value` as the newest version and disable every older enabled one.
 
-    Disabling (not destroying) keeps a way back if the new value turns out bad.
+    Disabling (not destroying) keeps a way back if the new value turns out bad. Only
+    versions numbered below the new one are disabled: two instances storing at once must
+    not disable each other's, which could leave no enabled version at all.
     Returns the new version's resource name.
     """
     client = secret_manager_client()
@@ -70,10 +75,11 @@ def add_secret_version(secret_id: str, value: str) -> str:
         version = client.add_secret_version(
             parent=parent, payload=secretmanager.SecretPayload(data=value.encode("utf-8"))
         )
+        newest = _version_number(version.name)
         for old in client.list_secret_versions(
             request={"parent": parent, "filter": "state:ENABLED"}
         ):
-            if old.name != version.name:
+            if _version_number(old.name) < newest:
                 client.disable_secret_version(name=old.name)
     except _TRANSIENT as exc:
         raise TransientUpstreamError(f"Secret Manager unavailable writing {secret_id}") from exc
@@ -82,6 +88,10 @@ def add_secret_version(secret_id: str, value: str) -> str:
     with _cache_lock:
         _cache[secret_id] = (time.monotonic(), value)
     return str(version.name)
+
+
+def _version_number(name: str) -> int:
+    return int(name.rsplit("/", 1)[-1])
 
 
 def forget_cached_secrets() -> None:

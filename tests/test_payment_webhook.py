@@ -158,7 +158,7 @@ def test_booking_with_invalid_time_zone_gets_no_event(client: StackClient) -> No
     assert _deliver(client, payment["id"])["status"] == 200
     booking = client.booking(booking_id)
     assert booking["status"] == "paid"
-    assert booking["calendarStatus"] == "pending_creation"
+    assert booking["calendarStatus"] == "rejected"  # an admin fixes the booking first
     assert client.events_for_booking(booking_id) == []
 
 
@@ -389,7 +389,7 @@ def test_calendar_rejection_is_acknowledged_and_left_for_admins(client: StackCli
     assert delivery["status"] == 200  # a retry cannot help: no retry storm
     booking = client.booking(booking_id)
     assert booking["status"] == "paid"
-    assert booking["calendarStatus"] == "pending_creation"
+    assert booking["calendarStatus"] == "rejected"
     issue = client.db.collection("payment_issues").document(f"{payment['id']}-calendar_rejected")
     assert issue.get().exists
 
@@ -426,7 +426,105 @@ def test_log_lines_carry_the_cloud_trace_of_the_request(
     _signed_post(client, data_id="777", extra_headers=trace)
 
     out, _ = capfd.readouterr()
-    [line] = [json.loads(x) for x in out.splitlines() if '"payment_id": "777"' in x]
-    assert line["logging.googleapis.com/trace"] == (
-        f"projects/{client.doc['project_id']}/traces/0af7651916cd43dd8448eb211c80319c"
+    lines = [json.loads(x) for x in out.splitlines() if '"payment_id": "777"' in x]
+    assert len(lines) == 2  # the unknown payment's warning, and the request's own line
+    for line in lines:
+        assert line["logging.googleapis.com/trace"] == (
+            f"projects/{client.doc['project_id']}/traces/0af7651916cd43dd8448eb211c80319c"
+        )
+
+
+def test_refused_mercado_pago_token_answers_503_so_the_payment_is_not_lost(
+    client: StackClient,
+) -> None:
+    booking_id = client.seed_booking()
+    payment = client.create_payment(booking_id)
+    client.set_faults("mercadopago", {"rules": [{"status": 401, "pathContains": "/v1/payments/"}]})
+
+    delivery = _deliver(client, payment["id"])
+
+    assert delivery["status"] == 503
+    assert client.booking(booking_id)["status"] == "awaiting_payment"
+    client.clear_faults("mercadopago")
+    assert _deliver(client, payment["id"])["status"] == 200
+    assert client.booking(booking_id)["status"] == "scheduled"
+
+
+def test_webhook_answer_names_no_booking_event_or_meet_link(client: StackClient) -> None:
+    booking_id = client.seed_booking()
+    payment = client.create_payment(booking_id)
+
+    ipn = _deliver(client, payment["id"], format="ipn")  # unsigned: anyone could send it
+
+    assert json.loads(ipn["body"]) == {"outcome": "scheduled"}
+
+
+def test_unsigned_ipn_can_be_refused(client: StackClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MERCADOPAGO_ACCEPT_IPN", "false")
+    from shared.clients import reset_clients
+
+    reset_clients()
+    payment = client.create_payment(client.seed_booking())
+
+    assert _deliver(client, payment["id"], format="ipn")["status"] == 401
+    assert client.stats("mercadopago") == {}
+
+
+def test_webhook_without_signed_data_id_in_query_is_400(client: StackClient) -> None:
+    secret = client.doc["secrets"]["mercadopago_webhook_secret"]
+    ts = str(int(time.time()))
+    manifest = f"request-id:r1;ts:{ts};"
+    v1 = hmac.new(secret.encode(), manifest.encode(), hashlib.sha256).hexdigest()
+
+    response = requests.post(
+        client.doc["functions"]["payment_webhook"],
+        params={"type": "payment"},
+        json={"type": "payment", "data": {"id": "123"}},
+        headers={"x-request-id": "r1", "x-signature": f"ts={ts},v1={v1}"},
+        timeout=10,
     )
+
+    assert response.status_code == 400
+    assert _nothing_written(client)
+
+
+def test_external_reference_that_cannot_name_a_booking_is_an_unknown_booking(
+    client: StackClient,
+) -> None:
+    payment = client.create_payment(None, external_reference="bookings/../x")
+
+    delivery = _deliver(client, payment["id"])
+
+    assert delivery["status"] == 200
+    assert json.loads(delivery["body"])["outcome"] == "unknown_booking"
+
+
+def test_booking_without_a_price_is_not_scheduled(client: StackClient) -> None:
+    booking_id = client.seed_booking(price=None)
+    payment = client.create_payment(booking_id)
+
+    assert json.loads(_deliver(client, payment["id"])["body"])["outcome"] == "amount_mismatch"
+    assert client.events_for_booking(booking_id) == []
+
+
+def test_booking_is_committed_before_waiting_for_a_slow_meet_link(
+    client: StackClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HANDLER_BUDGET_SECONDS", "2")
+    from shared.clients import reset_clients
+
+    reset_clients()
+    calendar = client.doc["emulators"]["calendar"].split("/calendar/v3/")[0]
+    requests.post(
+        f"{calendar}/_emulator/calendar/conference", json={"pendingGets": 1000}, timeout=5
+    )
+    booking_id = client.seed_booking()
+    payment = client.create_payment(booking_id)
+
+    assert _deliver(client, payment["id"])["status"] == 200
+
+    booking = client.booking(booking_id)
+    assert booking["status"] == "scheduled"
+    assert booking["googleEventId"]
+    assert booking["conferenceStatus"] == "pending"
+    assert booking["meetLink"] is None
