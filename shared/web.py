@@ -75,6 +75,13 @@ def endpoint(
                     if isinstance(exc, MethodNotAllowed):
                         response.headers["Allow"] = ", ".join(methods)
                     return response
+                except Exception as exc:
+                    # A bug: keep the request's ids in the log, then let the framework
+                    # answer 500 (senders retry) and print the traceback.
+                    logs.error(
+                        f"{action} crashed", error=type(exc).__name__, duration_ms=_since(started)
+                    )
+                    raise
                 logs.info(f"{action} handled", duration_ms=_since(started), **handled.log)
                 return handled.response
 
