@@ -59,7 +59,10 @@ def start_emulators(
         client_secret=creds.oauth_client_secret,
         refresh_token=creds.refresh_token,
     )
-    calendar = CalendarEmulator(check_access_token=oauth.check_access_token)
+    calendar = CalendarEmulator(
+        check_access_token=oauth.check_access_token,
+        token_email=lambda token: (oauth.access_token_info(token) or {}).get("email"),
+    )
     secretmanager = SecretManagerEmulator()
     mercadopago = MercadoPagoEmulator(access_token=creds.mercadopago_access_token)
     apps: dict[str, EmulatorApp] = {

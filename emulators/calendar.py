@@ -31,8 +31,12 @@ Control routes (never part of the emulated API; the shared ones are in `_base.py
 - `GET /_emulator/calendar/channels`: active channels.
 - `GET /_emulator/calendar/invitations`: invitations "sent" because of `sendUpdates`
   {"total": n, "log": [{"calendarId", "eventId", "action", "sendUpdates", "recipients"}]}.
-- `POST /_emulator/calendar/reset`: drops every event, channel, delivery and invitation,
-  restores the conference setting and expires every sync token.
+- `POST /_emulator/calendar/forbid` {"calendarId", "email"}: the account `email` (every
+  account when empty) can no longer see the calendar: its bearer calls on it answer 404
+  `notFound`, as Google answers for a calendar not shared with the account. Needs the
+  `token_email` lookup (the OAuth emulator's) to know whose token a call carries.
+- `POST /_emulator/calendar/reset`: drops every event, channel, delivery, invitation and
+  forbidden calendar, restores the conference setting and expires every sync token.
 """
 
 from __future__ import annotations
@@ -577,12 +581,14 @@ class CalendarStore:
         self._order = itertools.count(1)
         self.conference = ConferenceSettings()
         self.invitations: list[dict[str, Any]] = []
+        self._forbidden: set[tuple[str, str]] = set()
 
     # -- controls ---------------------------------------------------------------------------
     def reset(self) -> None:
         with self._lock:
             self._events.clear()
             self._channels.clear()
+            self._forbidden.clear()
             self._epoch += 1
             self.conference = ConferenceSettings()
             self.invitations.clear()
@@ -592,6 +598,14 @@ class CalendarStore:
     def expire_sync_tokens(self) -> None:
         with self._lock:
             self._epoch += 1
+
+    def forbid(self, calendar_id: str, email: str) -> None:
+        with self._lock:
+            self._forbidden.add((calendar_id, email.lower()))
+
+    def forbidden(self, calendar_id: str, email: str) -> bool:
+        with self._lock:
+            return bool({(calendar_id, ""), (calendar_id, email.lower())} & self._forbidden)
 
     def set_conference(self, pending_gets: int, status_code: str) -> None:
         with self._lock:
@@ -1215,11 +1229,13 @@ class CalendarEmulator:
         self,
         check_access_token: Callable[[str], bool],
         *,
+        token_email: Callable[[str], str | None] | None = None,
         owner_email: str = "owner@classes.local",
         notify_timeout_s: float = 2.0,
         discovery_document: str | None = None,
     ) -> None:
         self.check_access_token = check_access_token
+        self.token_email = token_email
         self.app = EmulatorApp("calendar", error_body)
         self.notifier = Notifier(notify_timeout_s)
         self.store = CalendarStore(self.notifier, owner_email)
@@ -1260,6 +1276,7 @@ class CalendarEmulator:
         def view(**path_params: str) -> Response:
             try:
                 self._authenticate(spec)
+                self._check_calendar_access(path_params.get("calendarId"))
                 params = validate_query(spec, self.global_params, request.args)
                 handler = self._handlers.get(spec.id)
                 if handler is None:
@@ -1299,6 +1316,15 @@ class CalendarEmulator:
                 location="Authorization",
                 location_type="header",
             )
+
+    def _check_calendar_access(self, calendar_id: str | None) -> None:
+        """404 on a calendar forbidden to the account behind the bearer token."""
+        _, _, token = request.headers.get("Authorization", "").partition(" ")
+        if calendar_id is None or not token.strip():
+            return
+        email = self.token_email(token.strip()) if self.token_email else None
+        if self.store.forbidden(calendar_id, email or ""):
+            raise CalendarError(404, "notFound", "Not Found")
 
     @staticmethod
     def _body() -> dict[str, Any]:
@@ -1403,6 +1429,14 @@ class CalendarEmulator:
         def invitations() -> Response:
             log = list(self.store.invitations)
             return json_response({"total": sum(len(i["recipients"]) for i in log), "log": log})
+
+        @flask_app.post(prefix + "/forbid")
+        def forbid() -> Response:
+            raw = request.get_json(force=True, silent=True) or {}
+            if not raw.get("calendarId"):
+                return json_response({"error": "calendarId is required"}, 400)
+            self.store.forbid(str(raw["calendarId"]), str(raw.get("email") or ""))
+            return json_response({})
 
         @flask_app.post(prefix + "/reset")
         def reset() -> Response:

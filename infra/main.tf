@@ -146,11 +146,30 @@ resource "google_secret_manager_secret_iam_member" "reader" {
   member    = google_service_account.function[each.value.function].member
 }
 
-# Rotation: a new refresh token is added as a version and the older ones are disabled.
+# Rotation: a new refresh token is added as a version and the older ones are disabled
+# (shared/secrets.py add_secret_version). roles/secretmanager.secretVersionManager would also
+# allow destroying versions, the way back to a previous grant, so this role has only what
+# rotation and an operator's rollback need.
+resource "google_project_iam_custom_role" "secret_rotator" {
+  role_id     = "secretVersionRotator"
+  title       = "Secret version rotator"
+  description = "Adds secret versions and disables or enables older ones; never destroys one."
+  permissions = [
+    "secretmanager.secrets.get",
+    "secretmanager.versions.add",
+    "secretmanager.versions.disable",
+    "secretmanager.versions.enable",
+    "secretmanager.versions.get",
+    "secretmanager.versions.list",
+  ]
+
+  depends_on = [google_project_service.api]
+}
+
 resource "google_secret_manager_secret_iam_member" "rotator" {
   for_each  = local.secret_rotators
   secret_id = google_secret_manager_secret.secret[each.value.secret].id
-  role      = "roles/secretmanager.secretVersionManager"
+  role      = google_project_iam_custom_role.secret_rotator.name
   member    = google_service_account.function[each.value.function].member
 }
 
@@ -275,6 +294,7 @@ resource "google_cloudfunctions2_function" "function" {
     google_project_service.api,
     google_project_iam_member.builder,
     google_secret_manager_secret_iam_member.reader,
+    google_secret_manager_secret_iam_member.rotator,
   ]
 }
 

@@ -56,7 +56,7 @@ variable "public_events_enabled" {
 }
 
 variable "public_calendar_id" {
-  description = "Public calendar the public read feed lists; empty means calendar_id."
+  description = "Public calendar the public read feed lists, never calendar_id (empty: the feed answers 404)."
   type        = string
   default     = ""
 }

@@ -238,6 +238,20 @@ class CalendarApi:
         )
         return result
 
+    def access_role(self, access_token: str, deadline: Deadline) -> str:
+        """The calendar's `accessRole` (owner, writer, reader...) for another grant's token.
+
+        `events.list` answers it; a consent is checked this way before its refresh token
+        replaces the stored one. 404 or 403: that account cannot see the calendar.
+        """
+        request = self._service.events().list(
+            calendarId=self.calendar_id, maxResults=1, fields="accessRole"
+        )
+        request.headers["authorization"] = f"Bearer {access_token}"
+        http = httplib2.Http(timeout=self._timeout)
+        result: dict[str, Any] = with_backoff(lambda: self._execute(request, http), deadline)
+        return str(result.get("accessRole") or "")
+
     def list_public_events(
         self, calendar_id: str, api_key: str, query: dict[str, Any], deadline: Deadline
     ) -> dict[str, Any]:

@@ -10,6 +10,8 @@ database export cannot forge notifications.
 Firestore layout:
 - `calendar_channels/{channelId}`: one document per channel (state `pending` while
   `events.watch` runs, `active`, `stopped`), with the token hash and the real expiration.
+  A channel still `pending` after `PENDING_GRACE` was orphaned (the watch answer was lost,
+  or recording it failed): it is no longer trusted, and the next renewal stops it.
 - `calendar_watch/{calendarId}`: the current channel and the renewal lease. Two renewal
   runs that overlap (the scheduler's retry meeting a manual run) race for the lease in a
   transaction; the loser answers `busy` and opens nothing.
@@ -43,16 +45,26 @@ from shared.errors import (
     UpstreamNotFound,
 )
 from shared.retry import Deadline
-from shared.sync import update_if_unchanged
+from shared.sync import SyncResult, request_sync, update_if_unchanged
 
 CHANNELS = "calendar_channels"
 WATCHES = "calendar_watch"
 RENEW_LEASE_SECONDS = 60.0
 """Longer than one renewal (a watch and a stop); a crashed run blocks the next for this long."""
+PENDING_GRACE = timedelta(minutes=5)
+"""How long a channel may stay `pending`: far longer than one renewal run (its lease)."""
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _orphaned(data: dict[str, Any], now: datetime) -> bool:
+    """A `pending` channel older than `PENDING_GRACE`: its renewal run is long over."""
+    created = data.get("createdAt")
+    return data.get("state") == "pending" and (
+        not isinstance(created, datetime) or created + PENDING_GRACE <= now
+    )
 
 
 def _token_hash(token: str) -> str:
@@ -103,14 +115,17 @@ class PushNotification:
 def verify_notification(note: PushNotification) -> None:
     """Accept only a live channel of ours whose secret token matches; raise 404/401 otherwise.
 
-    A `pending` channel counts: Google may deliver its `sync` message (and the first changes)
-    before `events.watch` has answered and the channel was marked active.
+    A `pending` channel counts for `PENDING_GRACE`: Google may deliver its `sync` message
+    (and the first changes) before `events.watch` has answered and the channel was marked
+    active.
     """
     with firestore_call("read channel"):
         snap = channels().document(note.channel_id).get()
     data = snap.to_dict() if snap.exists else None
     if not data or data.get("state") not in ("pending", "active"):
         raise NotFound("unknown or stopped channel")
+    if _orphaned(data, _now()):
+        raise NotFound("channel never activated")
     expected = str(data.get("tokenHash") or "")
     if not expected or not hmac.compare_digest(_token_hash(note.token), expected):
         raise Unauthenticated("channel token does not match")
@@ -175,6 +190,25 @@ def renew_channel(deadline: Deadline, *, force: bool = False) -> Renewal:
         stopped=len(stopped),
     )
     return Renewal("renewed", channel_id, expiration, tuple(stopped))
+
+
+def keep_watching(deadline: Deadline, *, force: bool = False) -> tuple[Renewal, SyncResult]:
+    """Renew the channel, then catch up with one sync; the sync runs even if renewal fails.
+
+    Google does not redeliver a failed push, so this scheduled sync is the safety net; a
+    renewal error (raised after the sync) must not take the net away too.
+    """
+    try:
+        renewal = renew_channel(deadline, force=force)
+    except Exception:
+        try:
+            sync = request_sync(deadline)
+        except PlatformError as exc:
+            logs.warning("catch-up sync failed after a failed renewal", detail=exc.message)
+        else:
+            logs.info("catch-up sync ran after a failed renewal", sync_outcome=sync.outcome)
+        raise
+    return renewal, request_sync(deadline)
 
 
 def _take_renew_lease(owner: str, force: bool) -> Renewal | None:
@@ -274,16 +308,24 @@ def _record_current(owner: str, channel_id: str, expiration: datetime) -> bool:
 
 
 def _stop_others(current_id: str, deadline: Deadline) -> list[str]:
-    """Stop every channel of this calendar except the current one (the previous, and leftovers)."""
+    """Stop every channel of this calendar except the current one: the previous, leftovers
+    and orphaned `pending` ones (Google may have opened them even though we never heard).
+
+    A `pending` channel has no resourceId on record; Google's is the watched calendar's
+    events, the same for every channel of it, so the current channel's is used.
+    """
     query = channels().where(filter=FieldFilter("calendarId", "==", get_settings().calendar_id))
     with firestore_call("list channels"):
-        snaps = list(query.stream())
+        found = {snap.id: snap.to_dict() or {} for snap in query.stream()}
+    current_resource = str(found.get(current_id, {}).get("resourceId") or "")
+    now = _now()
     stopped = []
-    for snap in snaps:
-        data = snap.to_dict() or {}
-        if snap.id != current_id and data.get("state") == "active":
-            _stop(snap.id, deadline, str(data.get("resourceId") or ""))
-            stopped.append(snap.id)
+    for channel_id, data in found.items():
+        if channel_id == current_id:
+            continue
+        if data.get("state") == "active" or _orphaned(data, now):
+            _stop(channel_id, deadline, str(data.get("resourceId") or current_resource))
+            stopped.append(channel_id)
     return stopped
 
 

@@ -9,8 +9,11 @@ a page holds at most `limit` events and may hold fewer, even none, while `nextPa
 still says there is more (as Google's own `events.list` does with `q`). Filling pages up to
 `limit` would cost several Calendar pages and Firestore reads per answer, with no bound.
 
-Public mode: title, start and end of a calendar made public, read with a Google API key and
-no OAuth; nothing else of an event (attendees, Meet links, bookings) reaches the answer.
+Public mode: title, start and end of a calendar made public (`PUBLIC_CALENDAR_ID`), read
+with a Google API key and no OAuth; nothing else of an event (attendees, Meet links,
+bookings) reaches the answer. It is never the platform's own calendar: making that one
+public would hand its attendees and Meet links to anyone asking Google directly, whatever
+this answer leaves out; without a separate public calendar the feed answers 404.
 
 Page tokens are ours: they wrap Google's token together with the window, so page two of a
 default window ("from now") keeps the window of page one.
@@ -33,6 +36,7 @@ from zoneinfo import ZoneInfo
 
 import icalendar
 
+from shared import logs
 from shared.bookings import BookingStatus, Person, bookings, firestore_call
 from shared.calendar import EventLink, calendar_api
 from shared.clients import firestore_client
@@ -125,9 +129,25 @@ def wants_public(args: Mapping[str, list[str]]) -> bool:
     return "public" in args
 
 
-def require_public_enabled() -> None:
-    if not get_settings().public_events_enabled:
+_warned_unconfigured = False
+
+
+def require_public_enabled() -> str:
+    """The public calendar's id, or 404 if the feed is off or has no calendar of its own."""
+    global _warned_unconfigured
+    settings = get_settings()
+    if not settings.public_events_enabled:
         raise NotFound("the public listing is not enabled")
+    public_id = settings.public_calendar_id
+    if not public_id or public_id == settings.calendar_id:
+        if not _warned_unconfigured:
+            _warned_unconfigured = True
+            logs.warning(
+                "public feed not configured: PUBLIC_CALENDAR_ID must name a public calendar "
+                "other than CALENDAR_ID"
+            )
+        raise NotFound("public feed not configured")
+    return public_id
 
 
 def parse_query(args: Mapping[str, list[str]], now: datetime | None = None) -> Query:
@@ -297,7 +317,7 @@ def _read_page(
             if query.public:
                 settings = get_settings()
                 page = api.list_public_events(
-                    settings.public_calendar_id or settings.calendar_id,
+                    require_public_enabled(),
                     read_secret(settings.secrets.public_api_key),
                     {**params, "fields": PUBLIC_EVENT_FIELDS},
                     deadline,

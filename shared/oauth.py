@@ -5,9 +5,11 @@ Google sends the admin back. The `state` between the two is signed with the
 `oauth-state-key` secret, expires in ten minutes and is used once (its Firestore document is
 consumed in a transaction), so a forged, stale or replayed callback stores nothing. The PKCE
 verifier is derived from the same key and the state's nonce: nothing secret is kept in
-Firestore. The refresh token goes to Secret Manager as a new version (older versions are
-disabled, not destroyed); Firestore gets who connected, when, which scopes and which
-calendar, never a token.
+Firestore. Before anything is stored, one Calendar call with the new access token checks
+that the account may edit `CALENDAR_ID`: a consent from the wrong Google account is refused
+and the working grant stays. The refresh token goes to Secret Manager as a new version
+(older versions are disabled, not destroyed); Firestore gets who connected, when, which
+scopes and which calendar, never a token.
 """
 
 from __future__ import annotations
@@ -35,9 +37,16 @@ from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 from shared import logs
 from shared.admin import Admin
 from shared.bookings import firestore_call
+from shared.calendar import calendar_api
 from shared.clients import firestore_client, http_session
 from shared.config import get_settings
-from shared.errors import PlatformError, TransientUpstreamError
+from shared.errors import (
+    PermanentUpstreamError,
+    PlatformError,
+    TransientUpstreamError,
+    UpstreamNotFound,
+)
+from shared.retry import Deadline
 from shared.secrets import add_secret_version, read_secret
 from shared.tokens import (
     CALENDAR_SCOPES,
@@ -65,12 +74,14 @@ class ConsentOutcome(enum.StrEnum):
     CODE_REJECTED = "code_rejected"
     NO_REFRESH_TOKEN = "no_refresh_token"  # noqa: S105 (an outcome name, not a secret)
     MISSING_SCOPES = "missing_scopes"
+    CALENDAR_UNREACHABLE = "calendar_unreachable"  # the account cannot edit CALENDAR_ID
 
     @property
     def status(self) -> int:
         if self is ConsentOutcome.CONNECTED:
             return 200
-        return 403 if self is ConsentOutcome.ACCESS_DENIED else 400
+        forbidden = (ConsentOutcome.ACCESS_DENIED, ConsentOutcome.CALENDAR_UNREACHABLE)
+        return 403 if self in forbidden else 400
 
 
 @dataclass(frozen=True)
@@ -170,7 +181,20 @@ def complete_consent(params: Mapping[str, str]) -> ConsentResult:
         return _refused(ConsentOutcome.NO_REFRESH_TOKEN)
     if not set(CALENDAR_SCOPES) <= set(granted):
         return _refused(ConsentOutcome.MISSING_SCOPES)
-    return _connect(str(answer["refresh_token"]), granted, answer.get("id_token"), requested_by)
+    connected_by = _connected_account(answer.get("id_token"))
+    if not _may_edit_calendar(str(answer.get("access_token") or "")):
+        logs.warning(
+            "calendar consent not completed",
+            outcome=ConsentOutcome.CALENDAR_UNREACHABLE.value,
+            connected_by=connected_by,
+        )
+        return ConsentResult(
+            ConsentOutcome.CALENDAR_UNREACHABLE,
+            connected_by,
+            granted,
+            get_settings().calendar_id,
+        )
+    return _connect(str(answer["refresh_token"]), granted, connected_by, requested_by)
 
 
 def _refused(outcome: ConsentOutcome, error: str = "") -> ConsentResult:
@@ -242,6 +266,24 @@ def _exchange(code: str, verifier: str) -> dict[str, Any] | ConsentResult:
     return token
 
 
+def _may_edit_calendar(access_token: str) -> bool:
+    """Whether the consenting account may create events in `CALENDAR_ID`.
+
+    Google answers 404 for a calendar the account cannot see and 403 when it may not list
+    it; a reader may list but not create events. Other failures raise (503 page: retry).
+    """
+    deadline = Deadline(get_settings().handler_budget_seconds)
+    try:
+        role = calendar_api().access_role(access_token, deadline)
+    except UpstreamNotFound:
+        return False
+    except PermanentUpstreamError as exc:
+        if exc.details.get("status") == 403:
+            return False
+        raise
+    return role in ("owner", "writer")
+
+
 def _connected_account(raw_id_token: Any) -> str | None:
     """The email of the Google account that consented, from the ID token (if any)."""
     if not raw_id_token:
@@ -262,10 +304,9 @@ def _connected_account(raw_id_token: Any) -> str | None:
 
 
 def _connect(
-    refresh_token: str, scopes: tuple[str, ...], raw_id_token: Any, requested_by: str
+    refresh_token: str, scopes: tuple[str, ...], connected_by: str | None, requested_by: str
 ) -> ConsentResult:
     settings = get_settings()
-    connected_by = _connected_account(raw_id_token)
     version = add_secret_version(settings.secrets.refresh_token, refresh_token)
     status = {
         "status": "connected",

@@ -7,9 +7,12 @@ token, so the next sync sees the same changes again; applying one is idempotent 
 is written only when the event differs from it).
 
 One sync at a time per calendar: the `calendar_sync/{calendarId}` document holds a lease
-with an expiry. A notification that finds the lease taken adds to `pending` and returns at
-once; the lease holder sees `pending` when it stores the token and does one more round. The
-token is stored only by the lease holder, so it never goes back to an older one.
+with an expiry, extended after every page so a long round keeps it while one that died
+frees the calendar soon. A notification that finds the lease taken adds to `pending` and
+returns at once; the lease holder sees `pending` when it stores the token and does one more
+round. The token is stored only by the lease holder, so it never goes back to an older one;
+a sync that lost its lease anyway (a page slower than the lease) stops and says
+`superseded`.
 
 A stale token (410) means a full resync of a bounded window (from a day ago, with deleted
 events), then the new token.
@@ -55,7 +58,7 @@ FULL_SYNC_WINDOW = timedelta(days=1)
 PAGE_SIZE = 1000
 """Events per `events.list` page (Google allows 2500): few calls, bounded memory."""
 SYNC_LEASE_SECONDS = 30.0
-"""Covers one round; a sync that died holds the calendar for at most this long."""
+"""Covers one page (fetch and apply); a sync that died holds the calendar this long at most."""
 MIN_ROUND_SECONDS = 2.0
 """Budget left below which no further round starts; it is left to the next sync."""
 _WRITE_ATTEMPTS = 4
@@ -105,7 +108,8 @@ class SyncStats:
 @dataclass(frozen=True)
 class SyncResult:
     """`synced`: every change seen so far is applied; `queued`: the running sync will do
-    another round for us; `incomplete`: time ran out with a round still owed."""
+    another round for us; `incomplete`: time ran out with a round still owed; `superseded`:
+    this sync lost its lease to another one, which stores the token instead."""
 
     outcome: str
     stats: SyncStats = field(default_factory=SyncStats)
@@ -175,14 +179,31 @@ def _take_lease(owner: str) -> tuple[bool, str]:
     return update_if_unchanged(sync_ref(), decide, "take sync lease")
 
 
+class _LeaseLost(Exception):
+    """The sync's lease ran out and another sync took the calendar over."""
+
+
+def _extend_lease(owner: str) -> None:
+    """Keep the lease for another `SYNC_LEASE_SECONDS`, or raise `_LeaseLost`."""
+
+    def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+        if (data.get("lease") or {}).get("owner") != owner:
+            return None, False
+        until = _now() + timedelta(seconds=SYNC_LEASE_SECONDS)
+        return {"lease": {"owner": owner, "until": until}}, True
+
+    if not update_if_unchanged(sync_ref(), decide, "extend sync lease"):
+        raise _LeaseLost
+
+
 def _finish_round(
     owner: str, next_token: str, round_stats: SyncStats, full: bool, deadline: Deadline
 ) -> tuple[bool, bool]:
     """Store the round's token if we still hold the lease; (another round?, round owed?)."""
 
-    def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, tuple[bool, bool]]:
+    def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, tuple[bool, bool] | None]:
         if (data.get("lease") or {}).get("owner") != owner:
-            return None, (False, False)  # our lease ran out and another sync took over
+            return None, None  # our lease ran out and another sync took over
         updates: dict[str, Any] = {
             "syncToken": next_token,
             "generation": int(data.get("generation") or 0) + 1,
@@ -200,7 +221,10 @@ def _finish_round(
         updates["lease"] = firestore.DELETE_FIELD
         return updates, (False, bool(pending))
 
-    return update_if_unchanged(sync_ref(), decide, "store sync token")
+    result = update_if_unchanged(sync_ref(), decide, "store sync token")
+    if result is None:
+        raise _LeaseLost
+    return result
 
 
 def _release_lease(owner: str) -> None:
@@ -227,13 +251,18 @@ def request_sync(deadline: Deadline) -> SyncResult:
     stats = SyncStats()
     try:
         while True:
-            next_token, round_stats, full = _round(token, deadline)
+            next_token, round_stats, full = _round(owner, token, deadline)
             stats.rounds += 1
             stats.add(round_stats)
             again, owed = _finish_round(owner, next_token, round_stats, full, deadline)
             if not again:
                 break
             token = next_token
+    except _LeaseLost:
+        logs.warning(
+            "calendar sync lost its lease; another sync stores the token", **stats.as_json()
+        )
+        return SyncResult("superseded", stats)
     except BaseException:
         _release_lease(owner)
         raise
@@ -243,22 +272,23 @@ def request_sync(deadline: Deadline) -> SyncResult:
     return SyncResult("synced", stats)
 
 
-def _round(token: str, deadline: Deadline) -> tuple[str, SyncStats, bool]:
+def _round(owner: str, token: str, deadline: Deadline) -> tuple[str, SyncStats, bool]:
     """One pass from `token` (or a full resync): (next sync token, stats, was it full)."""
     if token:
         try:
-            next_token, stats = _list_and_apply({"syncToken": token}, deadline)
+            next_token, stats = _list_and_apply(owner, {"syncToken": token}, deadline)
             return next_token, stats, False
         except UpstreamGone:
             logs.warning("sync token no longer valid: full resync")
     since = (_now() - FULL_SYNC_WINDOW).isoformat()
-    next_token, stats = _list_and_apply({"timeMin": since, "showDeleted": True}, deadline)
+    query = {"timeMin": since, "showDeleted": True}
+    next_token, stats = _list_and_apply(owner, query, deadline)
     stats.full_resyncs += 1
     return next_token, stats, True
 
 
-def _list_and_apply(query: dict[str, Any], deadline: Deadline) -> tuple[str, SyncStats]:
-    """Every page of one listing, each applied before the next is fetched."""
+def _list_and_apply(owner: str, query: dict[str, Any], deadline: Deadline) -> tuple[str, SyncStats]:
+    """Every page of one listing, each applied (and the lease extended) before the next."""
     api = calendar_api()
     stats = SyncStats()
     page_token = ""
@@ -273,6 +303,7 @@ def _list_and_apply(query: dict[str, Any], deadline: Deadline) -> tuple[str, Syn
         stats.add(apply_events(page.get("items") or []))
         page_token = str(page.get("nextPageToken") or "")
         if page_token:
+            _extend_lease(owner)  # the next page is this sync's too
             continue
         next_token = str(page.get("nextSyncToken") or "")
         if not next_token:
@@ -284,28 +315,39 @@ def _list_and_apply(query: dict[str, Any], deadline: Deadline) -> tuple[str, Syn
 
 
 def apply_events(events: Iterable[dict[str, Any]]) -> SyncStats:
-    """Apply changed events to their bookings; events of other origins are ignored."""
+    """Apply changed events to their bookings; events of other origins are ignored.
+
+    Several events may name one booking (an admin duplicated a class event, private
+    properties included): only the booking's own event counts, whatever the order, so a
+    copy never hides a change of the real one.
+    """
     stats = SyncStats()
-    targets: dict[str, dict[str, Any]] = {}
+    candidates: dict[str, list[dict[str, Any]]] = {}
     for event in events:
         stats.events += 1
         booking_id = _booking_id(event)
         if booking_id:
-            targets[booking_id] = event
+            candidates.setdefault(booking_id, []).append(event)
         else:
             stats.ignored += 1
-    if not targets:
+    if not candidates:
         return stats
-    refs = [booking_ref(booking_id) for booking_id in targets]
+    refs = [booking_ref(booking_id) for booking_id in candidates]
     with firestore_call("read bookings"):
         snaps = {snap.id: snap for snap in firestore_client().get_all(refs)}
     pending = []
     for snap in snaps.values():
         if not snap.exists:
             continue  # a booking deleted since: nothing to update
-        change = booking_change(snap.id, snap.to_dict() or {}, targets[snap.id])
+        data = snap.to_dict() or {}
+        own_id = own_event_id(snap.id, data)
+        own = [event for event in candidates[snap.id] if str(event.get("id") or "") == own_id]
+        stats.ignored += len(candidates[snap.id]) - len(own)
+        if not own:
+            continue
+        change = booking_change(snap.id, data, own[-1])
         if change is not None:
-            pending.append((snap, targets[snap.id], change))
+            pending.append((snap, own[-1], change))
     for first in range(0, len(pending), _BATCH_BOOKINGS):
         chunk = pending[first : first + _BATCH_BOOKINGS]
         if _commit_changes(chunk):
@@ -388,6 +430,11 @@ def _log_applied(booking_id: str, event: dict[str, Any], change: BookingChange) 
     )
 
 
+def own_event_id(booking_id: str, data: dict[str, Any]) -> str:
+    """The id of the booking's event: the one linked to it, or the one it would get."""
+    return str(data.get("googleEventId") or "") or event_id_for_booking(booking_id)
+
+
 @dataclass(frozen=True)
 class BookingChange:
     """The booking fields an event version changes, and the audit record of it."""
@@ -407,10 +454,7 @@ def booking_change(
     and unanswered changes nothing, so syncing it never races the payment webhook.
     """
     event_id = str(event.get("id") or "")
-    linked = str(data.get("googleEventId") or "")
-    if (linked and linked != event_id) or (
-        not linked and event_id_for_booking(booking_id) != event_id
-    ):
+    if event_id != own_event_id(booking_id, data):
         return None  # not the booking's own event (a copy, or a foreign one)
     updated = _instant(event.get("updated"))
     seen = _instant(data.get("calendarUpdated"))

@@ -1,7 +1,9 @@
 """Google credentials for Calendar calls: the admin's refresh token, or a service account.
 
-OAuth mode (the default) reads the refresh token once per instance and the OAuth client
-(id and secret) from Secret Manager, and keeps each access token until it expires.
+OAuth mode (the default) reads the refresh token and the OAuth client (id and secret) from
+Secret Manager at each refresh, through `read_secret`'s short cache, so a new consent made
+on another instance is picked up within that cache's lifetime; each access token is kept
+until it expires.
 functions-framework serves requests on threads, so refreshes happen under a lock: eight
 threads that find the token expired make one token request, not eight.
 
@@ -174,7 +176,8 @@ class RefreshTokenCredentials(_OneRefreshAtATime):
             self._store_rotated(inner.refresh_token)
 
     def _load(self, secret_id: str) -> str:
-        """The refresh token to use: read once, or again only to look for a new consent."""
+        """The refresh token to use: the stored one (cached briefly), or a rotated one this
+        instance could not store yet, which only it knows."""
         if self._rejected is not None:
             if time.monotonic() < self._recheck_at:
                 raise ReauthorizationRequired(
@@ -184,7 +187,7 @@ class RefreshTokenCredentials(_OneRefreshAtATime):
             if stored == self._rejected:
                 raise self._reject(stored)
             self._refresh_token = stored
-        elif self._refresh_token is None:
+        elif not (self._unsaved and self._refresh_token):
             self._refresh_token = read_secret(secret_id)
         return self._refresh_token
 

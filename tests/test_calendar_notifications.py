@@ -6,12 +6,15 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
 import requests
+from google.cloud import firestore
 
 from devstack.client import TIME_ZONE, StackClient
+from shared import sync
 from shared.clients import reset_clients
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -410,3 +413,152 @@ def test_event_without_booking_id_changes_nothing(
     booking_after = client.db.collection("bookings").document(booking_id).get()
     assert booking_after.update_time == booking_before.update_time
     assert calendar_changes(client, booking_id) == []
+
+
+def hold_sync_lease(client: StackClient, owner: str = "another-sync") -> None:
+    """Another sync holds the calendar: notifications meanwhile only queue a round."""
+    client.db.collection("calendar_sync").document(client.doc["calendar_id"]).update(
+        {"lease": {"owner": owner, "until": datetime.now(UTC) + timedelta(seconds=60)}}
+    )
+
+
+def release_sync_lease(client: StackClient) -> None:
+    client.db.collection("calendar_sync").document(client.doc["calendar_id"]).update(
+        {"lease": firestore.DELETE_FIELD}
+    )
+
+
+def test_a_copied_event_does_not_hide_the_cancellation_of_the_real_one(
+    client: StackClient, watched: dict[str, Any]
+) -> None:
+    booking_id, event_id = schedule(client)
+    wait_for(lambda: sync_settled(client))
+    hold_sync_lease(client)  # both changes below reach one page of one sync
+    calendar_id = client.doc["calendar_id"]
+    original = client.calendar.events().get(calendarId=calendar_id, eventId=event_id).execute()
+
+    client.calendar.events().delete(calendarId=calendar_id, eventId=event_id).execute()
+    client.calendar.events().insert(  # an admin's duplicate, private properties included
+        calendarId=calendar_id,
+        body={
+            "summary": original["summary"] + " (copia)",
+            "start": original["start"],
+            "end": original["end"],
+            "extendedProperties": original["extendedProperties"],
+        },
+    ).execute()
+    assert {d["status"] for d in deliveries(client)} == {200}  # answered `queued`
+    release_sync_lease(client)
+    answer = push(client, watched)
+
+    assert answer.json()["outcome"] == "synced"
+    assert answer.json()["events"] == 2
+    assert answer.json()["ignored"] == 1  # the copy
+    booking = client.booking(booking_id)
+    assert booking["calendarStatus"] == "cancelled"
+    assert booking["status"] == "cancelled"
+    assert [c["kinds"] for c in calendar_changes(client, booking_id)] == [["cancelled"]]
+
+
+@pytest.fixture
+def slow_full_resync(
+    client: StackClient, watched: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next sync is a full resync of four one-event pages, each answered in 0.5 s,
+    while the lease lasts 1 s: the round outlives a lease that is never extended."""
+    for _ in range(4):
+        schedule(client)
+    wait_for(lambda: sync_settled(client))
+    monkeypatch.setattr(sync, "PAGE_SIZE", 1)
+    monkeypatch.setattr(sync, "SYNC_LEASE_SECONDS", 1.0)
+    client.db.collection("calendar_sync").document(client.doc["calendar_id"]).update(
+        {"syncToken": firestore.DELETE_FIELD}
+    )
+    client.set_faults(
+        "calendar",
+        {"rules": [{"method": "GET", "pathContains": "/events", "latencyMs": 500}]},
+    )
+
+
+@pytest.mark.usefixtures("slow_full_resync")
+def test_a_long_sync_keeps_its_lease_page_after_page(
+    client: StackClient, watched: dict[str, Any]
+) -> None:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(push, client, watched)
+        time.sleep(1.4)  # past the lease the first sync took, halfway through its round
+        second = push(client, watched)
+        first_body = first.result().json()
+
+    assert second.json()["outcome"] == "queued"
+    assert first_body["outcome"] == "synced"
+    assert first_body["fullResyncs"] == 1
+    assert first_body["rounds"] == 2  # it did the queued round itself
+    assert wait_for(lambda: sync_settled(client))["pending"] == 0
+
+
+@pytest.mark.usefixtures("slow_full_resync")
+def test_a_sync_that_lost_its_lease_says_superseded_and_stores_nothing(
+    client: StackClient, watched: dict[str, Any]
+) -> None:
+    before = sync_state(client)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(push, client, watched)
+        wait_for(lambda: sync_state(client).get("lease"))
+        hold_sync_lease(client)  # its lease ran out and another sync took the calendar
+        body = first.result().json()
+
+    assert body["outcome"] == "superseded"
+    state = sync_state(client)
+    assert state["lease"]["owner"] == "another-sync"  # not released by the loser
+    assert state["generation"] == before["generation"]
+    assert "syncToken" not in state
+
+
+def test_a_failed_renewal_still_runs_the_catch_up_sync(client: StackClient) -> None:
+    booking_id, event_id = schedule(client)
+    client.calendar.events().delete(
+        calendarId=client.doc["calendar_id"], eventId=event_id
+    ).execute()  # no channel: only the scheduled sync can bring this back
+    client.set_faults(
+        "calendar",
+        {
+            "rules": [
+                {"method": "POST", "pathContains": "/watch", "status": 403, "reason": "forbidden"}
+            ]
+        },
+    )
+
+    answer = renew(client)
+
+    assert answer.status_code == 502, answer.text
+    assert emulator_channels(client) == []
+    booking = client.booking(booking_id)
+    assert booking["calendarStatus"] == "cancelled"
+    assert booking["status"] == "cancelled"
+    assert sync_state(client)["syncToken"]
+
+
+def test_an_orphaned_pending_channel_is_refused_and_stopped_by_the_next_renewal(
+    client: StackClient, watched: dict[str, Any]
+) -> None:
+    client.set_faults(
+        "calendar",
+        {"rules": [{"method": "POST", "pathContains": "/watch", "dropResponse": True, "count": 1}]},
+    )
+    assert renew(client, force=True).status_code >= 500  # Google opened it; we never heard
+    client.clear_faults("calendar")
+    [orphan] = [c for c in emulator_channels(client) if c["id"] != watched["id"]]
+    ref = client.db.collection("calendar_channels").document(orphan["id"])
+    assert (ref.get().to_dict() or {})["state"] == "pending"
+    assert push(client, orphan, **{"X-Goog-Resource-State": "sync"}).status_code == 200
+    ref.update({"createdAt": datetime.now(UTC) - timedelta(minutes=10)})
+
+    refused = push(client, orphan)
+    renewal = renew(client, force=True).json()
+
+    assert refused.status_code == 404
+    assert renewal["outcome"] == "renewed"
+    assert sorted(renewal["stoppedChannels"]) == sorted([watched["id"], orphan["id"]])
+    assert [c["id"] for c in emulator_channels(client)] == [renewal["channelId"]]
+    assert (ref.get().to_dict() or {})["state"] == "stopped"

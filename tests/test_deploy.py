@@ -305,8 +305,29 @@ def test_terraform_creates_every_secret_the_code_reads(terraform: dict[str, list
         assert f'"{secret_id}"' in source, secret_id
     for name, fn in SETTINGS.items():
         assert set(fn["reads_secrets"]) <= secret_ids, name
-        assert set(fn["rotates_secrets"]) <= set(fn["reads_secrets"]), name
+        assert set(fn["rotates_secrets"]) <= secret_ids, name
     assert "google_secret_manager_secret_version" not in source  # values never enter the state
+
+
+def test_refresh_token_rotation_may_disable_versions_but_never_destroy_them(
+    terraform: dict[str, list[Any]],
+) -> None:
+    role = _resources(terraform, "google_project_iam_custom_role")["secret_rotator"]
+    assert set(role["permissions"]) == {
+        "secretmanager.secrets.get",
+        "secretmanager.versions.add",
+        "secretmanager.versions.disable",
+        "secretmanager.versions.enable",
+        "secretmanager.versions.get",
+        "secretmanager.versions.list",
+    }
+    grants = _resources(terraform, "google_secret_manager_secret_iam_member")
+    assert grants["rotator"]["role"] == "${google_project_iam_custom_role.secret_rotator.name}"
+    assert all("secretVersionManager" not in grant["role"] for grant in grants.values())
+    # The callback only writes the token (add, list, disable): it needs no accessor grant.
+    callback = SETTINGS["oauth_callback"]
+    assert "google-calendar-refresh-token" in callback["rotates_secrets"]
+    assert "google-calendar-refresh-token" not in callback["reads_secrets"]
 
 
 def test_terraform_outputs_the_urls_to_register(terraform: dict[str, list[Any]]) -> None:

@@ -13,6 +13,7 @@ import requests
 
 from devstack.client import StackClient
 from devstack.instrument import firestore_rpcs
+from shared import listing
 from shared.bookings import Booking
 from shared.calendar import class_event_body, event_id_for_booking
 from shared.clients import firestore_client, reset_clients
@@ -63,9 +64,11 @@ def _class(
     *,
     booking: bool = True,
     minutes: int = 60,
+    calendar_id: str = "",
     **booking_fields: Any,
 ) -> str:
-    """A paid class: its booking in Firestore and its event (with Meet) in Calendar."""
+    """A paid class: its booking in Firestore and its event (with Meet) in Calendar (the
+    platform's, unless `calendar_id` says another)."""
     booking_id = client.seed_booking(
         start=start.isoformat(),
         end=(start + timedelta(minutes=minutes)).isoformat(),
@@ -75,7 +78,11 @@ def _class(
     body = class_event_body(Booking.from_document(booking_id, doc), "pay-1")
     event = (
         client.calendar.events()
-        .insert(calendarId=client.doc["calendar_id"], body=body, conferenceDataVersion=1)
+        .insert(
+            calendarId=calendar_id or client.doc["calendar_id"],
+            body=body,
+            conferenceDataVersion=1,
+        )
         .execute()
     )
     client.db.collection("bookings").document(booking_id).update(
@@ -86,14 +93,18 @@ def _class(
     return booking_id
 
 
-def _plain_event(client: StackClient, start: datetime, summary: str = "Reunión docente") -> str:
+def _plain_event(
+    client: StackClient, start: datetime, summary: str = "Reunión docente", calendar_id: str = ""
+) -> str:
     """An event someone put in the calendar by hand: no booking behind it."""
     body = {
         "summary": summary,
         "start": {"dateTime": start.isoformat()},
         "end": {"dateTime": (start + timedelta(hours=1)).isoformat()},
     }
-    event = client.calendar.events().insert(calendarId=client.doc["calendar_id"], body=body)
+    event = client.calendar.events().insert(
+        calendarId=calendar_id or client.doc["calendar_id"], body=body
+    )
     return str(event.execute()["id"])
 
 
@@ -466,9 +477,13 @@ def test_calendar_outage_is_a_503(client: StackClient) -> None:
 # -- public read --------------------------------------------------------------------------
 
 
+PUBLIC_CALENDAR = "clases-publicas@demo-virtual-classes.local"
+
+
 @pytest.fixture
 def public_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PUBLIC_EVENTS_ENABLED", "true")
+    monkeypatch.setenv("PUBLIC_CALENDAR_ID", PUBLIC_CALENDAR)
     reset_clients()
 
 
@@ -482,10 +497,39 @@ def test_public_listing_is_off_by_default(client: StackClient) -> None:
     assert response.status_code == 404
 
 
+@pytest.mark.parametrize("public_calendar", ["", "platform"])
+def test_public_listing_needs_a_public_calendar_of_its_own(
+    client: StackClient,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    public_calendar: str,
+) -> None:
+    """The platform's calendar holds attendees and Meet links: it is never the public one."""
+    monkeypatch.setenv("PUBLIC_EVENTS_ENABLED", "true")
+    same = client.doc["calendar_id"] if public_calendar == "platform" else ""
+    monkeypatch.setenv("PUBLIC_CALENDAR_ID", same)
+    monkeypatch.setattr(listing, "_warned_unconfigured", False)
+    reset_clients()
+    _class(client, DAY.replace(hour=18))
+    client.reset_stats("calendar")
+    capfd.readouterr()
+
+    answers = [_public(client, **WINDOW) for _ in range(2)]
+
+    assert [a.status_code for a in answers] == [404, 404]
+    assert answers[0].json()["error"]["message"] == "public feed not configured"
+    assert client.stats("calendar") == {}  # nothing was read
+    warnings = [
+        line for line in capfd.readouterr().out.splitlines() if "PUBLIC_CALENDAR_ID" in line
+    ]
+    assert len(warnings) == 1
+
+
 @pytest.mark.usefixtures("public_mode")
 def test_public_listing_shows_title_and_times_only(client: StackClient) -> None:
-    _class(client, DAY.replace(hour=18))
-    _plain_event(client, DAY.replace(hour=20), "Taller abierto")
+    _class(client, DAY.replace(hour=18), calendar_id=PUBLIC_CALENDAR)
+    _plain_event(client, DAY.replace(hour=20), "Taller abierto", calendar_id=PUBLIC_CALENDAR)
+    _plain_event(client, DAY.replace(hour=19), "Clase privada")  # the platform's calendar
     requests.post(client.doc["emulators"]["oauth"] + "/_emulator/oauth/stats/reset", timeout=5)
 
     response = _public(client, **WINDOW)
@@ -515,7 +559,7 @@ def test_public_listing_shows_title_and_times_only(client: StackClient) -> None:
 
 @pytest.mark.usefixtures("public_mode")
 def test_public_ics_feed_leaks_no_private_field(client: StackClient) -> None:
-    _class(client, DAY.replace(hour=18))
+    _class(client, DAY.replace(hour=18), calendar_id=PUBLIC_CALENDAR)
 
     response = _public(client, **WINDOW, format="ics")
 

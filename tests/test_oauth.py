@@ -340,6 +340,32 @@ def test_missing_refresh_token_explains_how_to_consent_again(client: StackClient
     assert _status(client) == {}
 
 
+def test_consent_from_an_account_that_cannot_edit_the_calendar_is_refused_and_the_grant_stays(
+    client: StackClient,
+) -> None:
+    calendar_emulator = str(client.doc["emulators"]["calendar"]).split("/calendar/v3/")[0]
+    requests.post(
+        f"{calendar_emulator}/_emulator/calendar/forbid",
+        json={"calendarId": client.doc["calendar_id"], "email": "otra.cuenta@example.com"},
+        timeout=TIMEOUT,
+    ).raise_for_status()
+    _control(client, "consent", {"email": "otra.cuenta@example.com"})
+    versions = _versions()
+
+    page = _connect(client)
+
+    assert page.status_code == 403
+    assert "Esa cuenta no puede editar el calendario" in page.text
+    assert "That account cannot edit the calendar" in page.text
+    assert "otra.cuenta@example.com" in page.text and client.doc["calendar_id"] in page.text
+    assert _versions() == versions
+    assert _status(client) == {}
+    # The stored grant (another account) still creates events.
+    booking_id = client.seed_booking()
+    assert client.notify(client.create_payment(booking_id)["id"])["status"] == 200
+    assert client.booking(booking_id)["status"] == "scheduled"
+
+
 # -- credentials provider ---------------------------------------------------------------
 def test_access_token_is_kept_until_it_expires_then_refreshed(client: StackClient) -> None:
     for _ in range(3):
@@ -447,6 +473,28 @@ def test_instance_that_saw_invalid_grant_picks_up_a_consent_made_elsewhere(
 
     assert elsewhere.valid
     assert _status(client)["status"] == "connected"
+
+
+def test_warm_instance_refreshes_with_a_consent_made_elsewhere(client: StackClient) -> None:
+    """Another instance, warm with the old grant, refreshes with the newly stored one."""
+    elsewhere = RefreshTokenCredentials()
+    request = google.auth.transport.requests.Request()
+    elsewhere.refresh(request)
+    _control(client, "consent", {"email": "nueva.admin@example.com"})
+    assert _connect(client).status_code == 200
+    # In this process the secret cache already holds the new version; another instance's
+    # would within its lifetime (shared.secrets.CACHE_SECONDS).
+    _control(client, "expire-access-tokens")
+    headers: dict[str, str] = {}
+    elsewhere.apply(headers)  # its next call is refused with the dead token
+
+    elsewhere.refresh(request)
+
+    info = requests.get(
+        f"{_oauth(client)}/tokeninfo", params={"access_token": elsewhere.token}, timeout=TIMEOUT
+    ).json()
+    assert info["email"] == "nueva.admin@example.com"
+    assert _grants(client) == {"refresh_token": 2, "authorization_code": 1}
 
 
 def test_service_account_mode_signs_a_jwt_and_acts_for_a_workspace_user(

@@ -81,6 +81,16 @@ PAGES: dict[ConsentOutcome, tuple[str, str, str, str]] = {
         "Google Calendar permissions missing",
         "Tick the boxes to see and edit calendar events. " + RETRY_EN,
     ),
+    ConsentOutcome.CALENDAR_UNREACHABLE: (
+        "Esa cuenta no puede editar el calendario",
+        "La cuenta {account} no puede crear eventos en el calendario {calendar}. No se guardó "
+        "nada y la conexión anterior sigue activa. Conectá con la cuenta dueña del calendario "
+        "o con una que tenga permiso para modificar sus eventos. " + RETRY_ES,
+        "That account cannot edit the calendar",
+        "The account {account} cannot create events in the calendar {calendar}. Nothing was "
+        "stored and the previous connection still works. Connect with the calendar's owner "
+        "or an account allowed to change its events. " + RETRY_EN,
+    ),
 }
 UNAVAILABLE = (
     "Servicio no disponible",
@@ -128,5 +138,6 @@ def oauth_callback(request: Request) -> Handled:
         result.outcome.status,
         calendar=result.calendar_id,
         error=result.error,
+        account=result.connected_by or "-",
     )
     return Handled(response, {"outcome": result.outcome.value})

@@ -2,7 +2,8 @@
 
 Cloud Scheduler calls this every 15 minutes with an OIDC token; an admin may call it by hand
 (`?force=1` replaces a channel that still has days to live). Each run also runs one
-incremental sync, because Google does not redeliver a notification that failed.
+incremental sync, even when the renewal fails, because Google does not redeliver a
+notification that failed.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from flask import Request
 
 from shared import logs
 from shared.admin import require_scheduler_or_admin
-from shared.channels import renew_channel
+from shared.channels import keep_watching
 from shared.retry import Deadline
-from shared.sync import request_sync
 from shared.web import Handled, endpoint, json_response, lower_headers
 
 BUDGET_SECONDS = 50.0
@@ -27,8 +27,7 @@ def renew_watch(request: Request) -> Handled:
     logs.bind(caller=require_scheduler_or_admin(lower_headers(request)))
     deadline = Deadline(BUDGET_SECONDS)
     force = request.args.get("force", "").lower() in ("1", "true", "yes")
-    renewal = renew_channel(deadline, force=force)
-    sync = request_sync(deadline)
+    renewal, sync = keep_watching(deadline, force=force)
     body = {**renewal.as_json(), "sync": sync.as_json()}
     log = {
         "outcome": renewal.outcome,
