@@ -13,36 +13,24 @@ rescheduled) are added here and nowhere else.
 
 from __future__ import annotations
 
-import contextlib
 import enum
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from google.api_core import exceptions as gexc
-from google.api_core.retry import Retry, if_transient_error
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.clients import firestore_client
 from shared.config import TIME_ZONE, get_settings
-from shared.errors import TransientUpstreamError, UnprocessableNotification
+from shared.errors import UnprocessableNotification
 from shared.retry import Deadline
+from shared.store import firestore_call, rpc_budget
 
 PAYMENT_CLAIMS = "payment_claims"
 PAYMENT_ISSUES = "payment_issues"
-
-FIRESTORE_TRANSIENT = (
-    gexc.ServiceUnavailable,
-    gexc.DeadlineExceeded,
-    gexc.InternalServerError,
-    gexc.TooManyRequests,
-    gexc.Aborted,
-    gexc.Unknown,
-)
 
 
 class BookingStatus(enum.StrEnum):
@@ -180,31 +168,9 @@ def is_booking_id(value: str) -> bool:
     return 0 < len(value.encode()) <= 1500 and "/" not in value and value not in (".", "..")
 
 
-def rpc_budget(deadline: Deadline) -> dict[str, Any]:
-    """Retry and timeout for one Firestore call, bounded by the request's deadline.
-
-    The client's defaults retry for up to a minute, far past the 22 seconds Mercado Pago
-    waits for an answer.
-    """
-    remaining = max(0.5, deadline.remaining())
-    retry = Retry(
-        predicate=if_transient_error, initial=0.1, maximum=1.0, multiplier=2.0, timeout=remaining
-    )
-    return {"retry": retry, "timeout": min(5.0, remaining)}
-
-
 def claim_ref(payment_id: str) -> firestore.DocumentReference:
     """The document that ties a payment to the one booking it paid for."""
     return firestore_client().collection(PAYMENT_CLAIMS).document(payment_id)
-
-
-@contextlib.contextmanager
-def firestore_call(what: str) -> Iterator[None]:
-    """Turn Firestore's transient failures into `TransientUpstreamError` (-> retry, 503)."""
-    try:
-        yield
-    except FIRESTORE_TRANSIENT as exc:
-        raise TransientUpstreamError(f"Firestore unavailable: {what}") from exc
 
 
 def find_by_preference(

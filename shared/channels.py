@@ -32,7 +32,6 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared import logs
-from shared.bookings import firestore_call
 from shared.calendar import calendar_api
 from shared.clients import firestore_client
 from shared.config import get_settings
@@ -45,7 +44,8 @@ from shared.errors import (
     UpstreamNotFound,
 )
 from shared.retry import Deadline
-from shared.sync import SyncResult, request_sync, update_if_unchanged
+from shared.store import firestore_call, release_lease, update_if_unchanged
+from shared.sync import SyncResult, request_sync
 
 CHANNELS = "calendar_channels"
 WATCHES = "calendar_watch"
@@ -182,7 +182,7 @@ def renew_channel(deadline: Deadline, *, force: bool = False) -> Renewal:
             return Renewal("busy")
         stopped = _stop_others(channel_id, deadline)
     finally:
-        _release_renew_lease(owner)
+        release_lease(watch_ref(), owner, "release renewal lease")
     logs.info(
         "calendar channel renewed",
         channel_id=channel_id,
@@ -232,18 +232,6 @@ def _take_renew_lease(owner: str, force: bool) -> Renewal | None:
         return {"lease": {"owner": owner, "until": until}}, None
 
     return update_if_unchanged(watch_ref(), decide, "take renewal lease")
-
-
-def _release_renew_lease(owner: str) -> None:
-    def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, None]:
-        if (data.get("lease") or {}).get("owner") != owner:
-            return None, None
-        return {"lease": firestore.DELETE_FIELD}, None
-
-    try:
-        update_if_unchanged(watch_ref(), decide, "release renewal lease")
-    except PlatformError:
-        logs.warning("renewal lease not released; it expires by itself")
 
 
 def _open_channel(deadline: Deadline) -> tuple[str, datetime]:

@@ -37,13 +37,14 @@ from zoneinfo import ZoneInfo
 import icalendar
 
 from shared import logs
-from shared.bookings import BookingStatus, Person, bookings, firestore_call
+from shared.bookings import BookingStatus, Person, bookings
 from shared.calendar import EventLink, calendar_api
 from shared.clients import firestore_client
 from shared.config import TIME_ZONE, get_settings
 from shared.errors import InvalidRequest, NotFound, PermanentUpstreamError
 from shared.retry import Deadline
 from shared.secrets import read_secret
+from shared.store import firestore_call
 
 ZONE = ZoneInfo(TIME_ZONE)
 DEFAULT_LIMIT = 50

@@ -36,7 +36,6 @@ from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
 from shared import logs
 from shared.admin import Admin
-from shared.bookings import firestore_call
 from shared.calendar import calendar_api
 from shared.clients import firestore_client, http_session
 from shared.config import get_settings
@@ -48,6 +47,7 @@ from shared.errors import (
 )
 from shared.retry import Deadline
 from shared.secrets import add_secret_version, read_secret
+from shared.store import firestore_call
 from shared.tokens import (
     CALENDAR_SCOPES,
     forget_calendar_grant,

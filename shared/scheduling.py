@@ -31,10 +31,8 @@ from shared.bookings import (
     can_move,
     claim_ref,
     find_by_preference,
-    firestore_call,
     is_booking_id,
     record_payment_issue,
-    rpc_budget,
 )
 from shared.calendar import EventLink, calendar_api, class_event_body
 from shared.clients import firestore_client
@@ -46,6 +44,7 @@ from shared.errors import (
 )
 from shared.payments import Payment, PaymentNotification, get_payment, get_preference_id
 from shared.retry import Deadline
+from shared.store import firestore_call, rpc_budget
 
 REVERSED_STATUSES = frozenset({"refunded", "charged_back", "cancelled"})
 PENDING_CREATION = "pending_creation"  # paid; the event is still to be created (reconcile)

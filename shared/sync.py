@@ -21,13 +21,11 @@ events), then the new token.
 from __future__ import annotations
 
 import contextlib
-import random
-import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from google.api_core import exceptions as gexc
@@ -42,13 +40,13 @@ from shared.bookings import (
     booking_ref,
     bookings,
     can_move,
-    firestore_call,
 )
 from shared.calendar import calendar_api, event_id_for_booking
 from shared.clients import firestore_client
 from shared.config import TIME_ZONE, get_settings
 from shared.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamGone
 from shared.retry import Deadline
+from shared.store import firestore_call, release_lease, update_if_unchanged
 
 SYNCS = "calendar_sync"
 CHANGES = "calendar_changes"
@@ -62,7 +60,6 @@ SYNC_LEASE_SECONDS = 30.0
 MIN_ROUND_SECONDS = 2.0
 """Budget left below which no further round starts; it is left to the next sync."""
 _WRITE_ATTEMPTS = 4
-_LEASE_ATTEMPTS = 100
 _BATCH_BOOKINGS = 200
 """Bookings per commit: two writes each (booking and audit), under Firestore's 500."""
 GOOGLE_STATUSES = frozenset({"confirmed", "tentative", "cancelled"})
@@ -119,41 +116,6 @@ class SyncResult:
 
 
 # -- the lease ----------------------------------------------------------------------------------
-
-R = TypeVar("R")
-
-
-def update_if_unchanged(
-    ref: firestore.DocumentReference,
-    decide: Callable[[dict[str, Any]], tuple[dict[str, Any] | None, R]],
-    what: str,
-) -> R:
-    """Read `ref`, let `decide` choose the update, and write it only if nobody wrote since.
-
-    Optimistic concurrency rather than a transaction: twenty notifications racing for one
-    document would make Firestore abort transactions and the client back off for seconds;
-    a failed precondition costs one more read. `decide` returns (None, result) to write
-    nothing.
-    """
-    client = firestore_client()
-    for attempt in range(_LEASE_ATTEMPTS):
-        with firestore_call(what):
-            snap = ref.get()
-        updates, result = decide(snap.to_dict() or {} if snap.exists else {})
-        if updates is None:
-            return result
-        try:
-            with firestore_call(what):
-                if snap.exists:
-                    option = client.write_option(last_update_time=snap.update_time)
-                    ref.update(updates, option=option)
-                else:
-                    ref.create(updates)
-        except (gexc.FailedPrecondition, gexc.AlreadyExists):
-            time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
-            continue
-        return result
-    raise TransientUpstreamError(f"{what}: the document kept changing")
 
 
 def _lease_held(data: dict[str, Any], now: datetime) -> bool:
@@ -227,18 +189,6 @@ def _finish_round(
     return result
 
 
-def _release_lease(owner: str) -> None:
-    def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, None]:
-        if (data.get("lease") or {}).get("owner") != owner:
-            return None, None
-        return {"lease": firestore.DELETE_FIELD}, None
-
-    try:
-        update_if_unchanged(sync_ref(), decide, "release sync lease")
-    except TransientUpstreamError:
-        logs.warning("sync lease not released; it expires by itself")
-
-
 # -- the sync ---------------------------------------------------------------------------------
 
 
@@ -264,7 +214,7 @@ def request_sync(deadline: Deadline) -> SyncResult:
         )
         return SyncResult("superseded", stats)
     except BaseException:
-        _release_lease(owner)
+        release_lease(sync_ref(), owner, "release sync lease")
         raise
     if owed:
         logs.warning("calendar sync ran out of time with a round owed", **stats.as_json())
