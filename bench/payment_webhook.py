@@ -28,6 +28,7 @@ from typing import Any
 import functions_framework
 import psutil
 import requests
+from google.cloud import firestore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -105,12 +106,27 @@ def direct_latencies(client: StackClient, rounds: int) -> list[float]:
             .execute()
         )
         batch = db.batch()
+        # The same document the handler writes, server timestamps and field deletion included.
+        written = {
+            "status": "scheduled",
+            "googleEventId": event["id"],
+            "meetLink": event.get("hangoutLink"),
+            "htmlLink": event.get("htmlLink"),
+            "calendarStatus": event.get("status"),
+            "conferenceStatus": "success",
+            "calendarError": firestore.DELETE_FIELD,
+            "paymentId": str(payment["id"]),
+            "paymentStatus": "approved",
+            "paymentStatusDetail": "accredited",
+            "paidAt": firestore.SERVER_TIMESTAMP,
+            "updatedAt": firestore.SERVER_TIMESTAMP,
+        }
         batch.update(
             booking_ref,
-            {"status": "scheduled", "googleEventId": event["id"]},
+            written,
             option=db.write_option(last_update_time=snaps[booking_id].update_time),
         )
-        batch.create(claim_ref, {"bookingId": booking_id})
+        batch.create(claim_ref, {"bookingId": booking_id, "createdAt": firestore.SERVER_TIMESTAMP})
         batch.commit()
         timings.append(time.perf_counter() - started)
     return timings
