@@ -26,23 +26,21 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-import google.auth.exceptions
-import google.auth.transport.requests
 import requests
 from google.cloud import firestore
-from google.oauth2 import id_token
 from google_auth_oauthlib.flow import Flow
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
 from shared import logs
-from shared.admin import Admin
+from shared.admin import Admin, verify_id_token
 from shared.calendar import calendar_api
-from shared.clients import firestore_client, http_session
+from shared.clients import firestore_client
 from shared.config import get_settings
 from shared.errors import (
     PermanentUpstreamError,
     PlatformError,
     TransientUpstreamError,
+    Unauthenticated,
     UpstreamNotFound,
 )
 from shared.retry import Deadline
@@ -288,15 +286,9 @@ def _connected_account(raw_id_token: Any) -> str | None:
     """The email of the Google account that consented, from the ID token (if any)."""
     if not raw_id_token:
         return None
-    settings = get_settings()
     try:
-        claims = id_token.verify_token(
-            str(raw_id_token),
-            google.auth.transport.requests.Request(http_session()),
-            audience=oauth_client_config()["client_id"],
-            certs_url=settings.google_certs_url,
-        )
-    except (ValueError, google.auth.exceptions.GoogleAuthError):
+        claims = verify_id_token(str(raw_id_token), oauth_client_config()["client_id"])
+    except (Unauthenticated, TransientUpstreamError):
         logs.warning("the ID token of a consent did not verify; connectedBy left empty")
         return None
     email = claims.get("email")

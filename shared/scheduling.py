@@ -42,7 +42,7 @@ from shared.errors import (
     UpstreamConflict,
     UpstreamNotFound,
 )
-from shared.payments import Payment, PaymentNotification, get_payment, get_preference_id
+from shared.payments import APPROVED, Payment, PaymentNotification, get_payment, get_preference_id
 from shared.retry import Deadline
 from shared.store import firestore_call, rpc_budget
 
@@ -428,7 +428,7 @@ def reconcile_bookings(deadline: Deadline, limit: int = 50) -> list[Outcome]:
 def _reconcile_paid(
     snap: firestore.DocumentSnapshot[Any], booking: Booking, deadline: Deadline
 ) -> Outcome:
-    if booking.payment_status != "approved" or booking.needs_attention:
+    if booking.payment_status != APPROVED or booking.needs_attention:
         _commit(
             snap,
             {"calendarStatus": ON_HOLD, "updatedAt": firestore.SERVER_TIMESTAMP},
