@@ -313,14 +313,11 @@ def test_refresh_token_rotation_may_disable_versions_but_never_destroy_them(
     terraform: dict[str, list[Any]],
 ) -> None:
     role = _resources(terraform, "google_project_iam_custom_role")["secret_rotator"]
-    assert set(role["permissions"]) == {
-        "secretmanager.secrets.get",
-        "secretmanager.versions.add",
-        "secretmanager.versions.disable",
-        "secretmanager.versions.enable",
-        "secretmanager.versions.get",
-        "secretmanager.versions.list",
-    }
+    permissions = set(role["permissions"])
+    # What shared/secrets.add_secret_version calls, and nothing that loses a version.
+    assert {"secretmanager.versions.add", "secretmanager.versions.list"} <= permissions
+    assert "secretmanager.versions.disable" in permissions
+    assert not {p for p in permissions if p.endswith((".destroy", ".delete"))}
     grants = _resources(terraform, "google_secret_manager_secret_iam_member")
     assert grants["rotator"]["role"] == "${google_project_iam_custom_role.secret_rotator.name}"
     assert all("secretVersionManager" not in grant["role"] for grant in grants.values())
