@@ -32,10 +32,11 @@ sys.path.insert(0, str(ROOT))
 
 from devstack.client import TIME_ZONE, StackClient  # noqa: E402
 from devstack.stack import LocalStack  # noqa: E402
-from shared.calendar import calendar_api, event_id_for_booking  # noqa: E402
+from shared.bookings import event_id_for_booking  # noqa: E402
+from shared.calendar import calendar_api  # noqa: E402
 from shared.clients import reset_clients  # noqa: E402
-from shared.retry import Deadline  # noqa: E402
 from shared.sync import PAGE_SIZE, request_sync, sync_ref  # noqa: E402
+from shared.upstream import Deadline  # noqa: E402
 
 ZONE = ZoneInfo(TIME_ZONE)
 FIRST_CLASS = datetime(2026, 12, 1, 8, 0, tzinfo=ZONE)

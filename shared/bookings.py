@@ -1,36 +1,75 @@
-"""Bookings: the one place for their states and transitions, the mapper, and the store.
+"""Bookings: their states, and every decision about them, as pure functions over values.
 
-The platform creates a booking (`awaiting_payment`); this system completes it. States:
+Nothing here does I/O. The payment webhook, the reconcile sweep and the calendar sync read
+what they need (`shared.store`, `shared.payments`, `shared.calendar`), ask a function here
+what it means for the booking, and write the answer. The states and their transitions:
 
     awaiting_payment --approved payment--> paid --event created--> scheduled
     awaiting_payment --approved payment and event created at once--> scheduled
     paid | scheduled --event cancelled in Google Calendar--> cancelled
 
 `paid` means "paid, but the class has no Calendar event yet": the next delivery of the
-payment notification, or the reconcile step, finishes it. Later states (refunded,
-rescheduled) are added here and nowhere else.
+payment notification, or the reconcile step, finishes it (`calendarStatus` says why it
+waits). `TRANSITIONS` is the table; the README's table is checked against it by a test.
+
+Fields to write are plain values plus two markers, `SERVER_TIME` (the commit's time) and
+`REMOVE` (delete the field), which the store turns into Firestore's sentinels.
 """
 
 from __future__ import annotations
 
+import base64
 import enum
-from dataclasses import dataclass
-from datetime import datetime
+import hashlib
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
-
-from shared.clients import firestore_client
-from shared.config import TIME_ZONE, get_settings
+from shared.config import TIME_ZONE
 from shared.errors import UnprocessableNotification
-from shared.retry import Deadline
-from shared.store import firestore_call, rpc_budget
 
-PAYMENT_CLAIMS = "payment_claims"
-PAYMENT_ISSUES = "payment_issues"
+__all__ = [
+    "APPROVED",
+    "REMOVE",
+    "REVERSED_STATUSES",
+    "SERVER_TIME",
+    "TRANSITIONS",
+    "Booking",
+    "BookingChange",
+    "BookingStatus",
+    "CalendarStatus",
+    "ClassEvent",
+    "ConferenceStatus",
+    "Decision",
+    "InvalidBooking",
+    "Issue",
+    "Payment",
+    "Person",
+    "can_move",
+    "decide_event_change",
+    "decide_payment",
+    "decide_reconcile",
+    "event_id_for_booking",
+    "own_event_id",
+]
+
+
+class _Marker(enum.Enum):
+    SERVER_TIME = "server time"
+    REMOVE = "remove"
+
+
+SERVER_TIME: Final = _Marker.SERVER_TIME
+"""The time the write is committed (Firestore's server timestamp)."""
+REMOVE: Final = _Marker.REMOVE
+"""Delete the field."""
+
+APPROVED = "approved"
+REVERSED_STATUSES = frozenset({"refunded", "charged_back", "cancelled"})
+"""Mercado Pago statuses that take the money back from a payment that was approved."""
 
 
 class BookingStatus(enum.StrEnum):
@@ -48,6 +87,31 @@ TRANSITIONS: dict[BookingStatus, frozenset[BookingStatus]] = {
 }
 
 
+class CalendarStatus(enum.StrEnum):
+    """`calendarStatus`: the event's status in Google, or why a paid booking has none."""
+
+    CONFIRMED = "confirmed"
+    TENTATIVE = "tentative"
+    CANCELLED = "cancelled"
+    PENDING_CREATION = "pending_creation"  # to be created: next delivery or reconcile
+    REJECTED = "rejected"  # Google refused the event or the booking is unusable: an admin acts
+    ON_HOLD = "on_hold"  # paid without event, then the payment was reversed: nothing to create
+
+
+GOOGLE_STATUSES = frozenset(
+    {CalendarStatus.CONFIRMED, CalendarStatus.TENTATIVE, CalendarStatus.CANCELLED}
+)
+
+
+class ConferenceStatus(enum.StrEnum):
+    """`conferenceStatus`: Meet creates the conference asynchronously."""
+
+    PENDING = "pending"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    NONE = "none"
+
+
 def can_move(current: BookingStatus, new: BookingStatus) -> bool:
     """Whether a booking may go from `current` to `new` (staying put is always allowed)."""
     return new == current or new in TRANSITIONS[current]
@@ -57,6 +121,25 @@ class InvalidBooking(UnprocessableNotification):
     """The booking document cannot be turned into a class event (bad zone, times, price)."""
 
     code = "invalid_booking"
+
+
+def event_id_for_booking(booking_id: str) -> str:
+    """A Calendar event id that only this booking can have.
+
+    base32hex (the alphabet Google accepts: a-v, 0-9) of a SHA-256 digest, so any booking id
+    maps to a valid, fixed-length id, and a retry after a lost answer collides (409) with
+    the event it already created instead of creating a second one.
+    """
+    digest = hashlib.sha256(f"booking:{booking_id}".encode()).digest()
+    return base64.b32hexencode(digest).decode("ascii").rstrip("=").lower()
+
+
+def own_event_id(booking_id: str, data: dict[str, Any]) -> str:
+    """The id of the booking's event: the one linked to it, or the one it would get."""
+    return str(data.get("googleEventId") or "") or event_id_for_booking(booking_id)
+
+
+# -- values -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -72,7 +155,7 @@ class Person:
 
 @dataclass(frozen=True)
 class Booking:
-    """A booking as this system reads it; no I/O here."""
+    """A booking as this system reads it."""
 
     id: str
     status: BookingStatus
@@ -98,10 +181,6 @@ class Booking:
         except ValueError as exc:
             raise InvalidBooking(f"booking {booking_id} has an unknown status") from exc
         price: dict[str, Any] = data["price"] if isinstance(data.get("price"), dict) else {}
-        try:
-            amount = Decimal(str(price["amount"])) if "amount" in price else None
-        except InvalidOperation:
-            amount = None
         return cls(
             id=booking_id,
             status=status,
@@ -111,7 +190,7 @@ class Booking:
             start_raw=data.get("start"),
             end_raw=data.get("end"),
             time_zone=str(data.get("timeZone") or TIME_ZONE),
-            price_amount=amount,
+            price_amount=_decimal(price.get("amount")),
             currency=str(price.get("currency") or ""),
             preference_id=str(data.get("preferenceId") or ""),
             payment_id=str(data.get("paymentId") or ""),
@@ -137,6 +216,16 @@ class Booking:
         return start, end
 
 
+def _decimal(raw: Any) -> Decimal | None:
+    if raw is None or isinstance(raw, bool):
+        return None
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
+
+
 def _parse_time(raw: Any, zone: ZoneInfo, booking_id: str, name: str) -> datetime:
     if isinstance(raw, datetime):
         value = raw
@@ -152,45 +241,385 @@ def _parse_time(raw: Any, zone: ZoneInfo, booking_id: str, name: str) -> datetim
     return value.astimezone(zone)
 
 
-# -- store -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Payment:
+    """The fields of a Mercado Pago payment this system relies on."""
+
+    id: str
+    status: str
+    status_detail: str
+    external_reference: str
+    amount: Decimal | None
+    currency: str
+    order_id: str
+    date_approved: str | None
+
+    @property
+    def approved(self) -> bool:
+        return self.status == APPROVED
 
 
-def bookings() -> firestore.CollectionReference:
-    return firestore_client().collection(get_settings().bookings_collection)
+@dataclass(frozen=True)
+class ClassEvent:
+    """What a booking keeps of its Calendar event."""
+
+    event_id: str
+    status: str
+    html_link: str
+    meet_link: str
+    conference_status: str
+    booking_id: str
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> ClassEvent:
+        conference = event.get("conferenceData") or {}
+        status = ((conference.get("createRequest") or {}).get("status") or {}).get("statusCode")
+        meet = event.get("hangoutLink") or next(
+            (
+                entry.get("uri", "")
+                for entry in conference.get("entryPoints", [])
+                if entry.get("entryPointType") == "video"
+            ),
+            "",
+        )
+        private = (event.get("extendedProperties") or {}).get("private") or {}
+        return cls(
+            event_id=str(event.get("id", "")),
+            status=str(event.get("status") or CalendarStatus.CONFIRMED),
+            html_link=str(event.get("htmlLink") or ""),
+            meet_link=str(meet or ""),
+            conference_status=str(
+                status or (ConferenceStatus.SUCCESS if meet else ConferenceStatus.NONE)
+            ),
+            booking_id=str(private.get("bookingId") or ""),
+        )
+
+    @property
+    def meet_pending(self) -> bool:
+        return self.conference_status == ConferenceStatus.PENDING
 
 
-def booking_ref(booking_id: str) -> firestore.DocumentReference:
-    return bookings().document(booking_id)
+# -- what a payment means for a booking ------------------------------------------------------
 
 
-def is_booking_id(value: str) -> bool:
-    """Whether `value` can name a booking document (`external_reference` comes from outside)."""
-    return 0 < len(value.encode()) <= 1500 and "/" not in value and value not in (".", "..")
+@dataclass(frozen=True)
+class Issue:
+    """Something an admin must look at, recorded once per payment and kind."""
+
+    kind: str
+    details: dict[str, Any] = field(default_factory=dict)
 
 
-def claim_ref(payment_id: str) -> firestore.DocumentReference:
-    """The document that ties a payment to the one booking it paid for."""
-    return firestore_client().collection(PAYMENT_CLAIMS).document(payment_id)
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one booking: the fields to commit (guarded by the booking's read),
+    whether the payment's claim is created in the same commit, an issue for admins, and
+    whether the class needs its Calendar event first (`create_event`)."""
+
+    outcome: str
+    booking: Booking | None = None
+    fields: dict[str, Any] | None = None
+    claim: bool = False
+    issue: Issue | None = None
+    create_event: bool = False
+    event: ClassEvent | None = None
+
+    def with_event(self, event: ClassEvent) -> Decision:
+        """The event exists: the booking is scheduled with it (or cancelled, if it is)."""
+        assert self.booking is not None
+        fields = {**(self.fields or {}), **event_fields(self.booking, event)}
+        return replace(self, outcome="scheduled", fields=fields, create_event=False, event=event)
+
+    def without_event(self, outcome: str, reason: str, status: CalendarStatus) -> Decision:
+        """No event this time: keep the payment on the booking, and say why it waits."""
+        assert self.booking is not None
+        fields = {**(self.fields or {}), "calendarStatus": status.value, "calendarError": reason}
+        if can_move(self.booking.status, BookingStatus.PAID):
+            fields["status"] = BookingStatus.PAID.value
+        issue = (
+            Issue(outcome, {"bookingId": self.booking.id, "detail": reason})
+            if status == CalendarStatus.REJECTED
+            else None
+        )
+        return replace(self, outcome=outcome, fields=fields, issue=issue, create_event=False)
 
 
-def find_by_preference(
-    preference_id: str, deadline: Deadline
-) -> firestore.DocumentSnapshot[Any] | None:
-    """The booking whose `preferenceId` matches (the Checkout Pro preference paid)."""
-    with firestore_call("find booking by preference"):
-        query = bookings().where(filter=FieldFilter("preferenceId", "==", preference_id))
-        matches = list(query.limit(2).stream(**rpc_budget(deadline)))
-    return matches[0] if len(matches) == 1 else None
+def decide_payment(
+    booking_id: str, data: dict[str, Any] | None, claimed_by: str | None, payment: Payment
+) -> Decision:
+    """What `payment` means for the booking it names (`data` None: no such booking).
+
+    `claimed_by` is the booking the payment's claim already points at, if any: one payment
+    never pays for two bookings.
+    """
+    if data is None:
+        return Decision(
+            "unknown_booking",
+            issue=Issue("unknown_booking", {"externalReference": payment.external_reference}),
+        )
+    try:
+        booking = Booking.from_document(booking_id, data)
+    except InvalidBooking as exc:
+        return Decision(
+            "invalid_booking",
+            issue=Issue("invalid_booking", {"bookingId": booking_id, "detail": exc.message}),
+        )
+    about = {"bookingId": booking.id}
+    if claimed_by and claimed_by != booking.id:
+        return Decision(
+            "payment_already_used", booking, issue=Issue("payment_claimed_twice", about)
+        )
+    if (
+        booking.price_amount is None
+        or booking.price_amount != payment.amount
+        or booking.currency != payment.currency
+    ):
+        details = {
+            **about,
+            "paid": str(payment.amount),
+            "currency": payment.currency,
+            "price": str(booking.price_amount),
+            "priceCurrency": booking.currency,
+        }
+        return Decision("amount_mismatch", booking, issue=Issue("amount_mismatch", details))
+    if (
+        booking.payment_id
+        and booking.payment_id != payment.id
+        and booking.status in (BookingStatus.PAID, BookingStatus.SCHEDULED)
+    ):
+        issue = (
+            Issue("booking_paid_twice", {**about, "firstPaymentId": booking.payment_id})
+            if payment.approved
+            else None
+        )
+        return Decision("booking_paid_by_other_payment", booking, issue=issue)
+    if not payment.approved:
+        return _payment_state(booking, payment)
+    if booking.status == BookingStatus.SCHEDULED and booking.google_event_id:
+        return Decision("already_scheduled", booking)
+    if booking.status == BookingStatus.CANCELLED:
+        return Decision("booking_cancelled", booking, issue=Issue("paid_cancelled_booking", about))
+    paid = {**_payment_fields(payment), "paidAt": _paid_at(payment)}
+    return Decision("scheduled", booking, paid, claim=claimed_by is None, create_event=True)
 
 
-def record_payment_issue(kind: str, payment_id: str, deadline: Deadline, **details: Any) -> None:
-    """Keep, once per payment and kind, something an admin must look at."""
-    doc = {
-        "kind": kind,
-        "paymentId": payment_id,
-        "createdAt": firestore.SERVER_TIMESTAMP,
-        **{k: v for k, v in details.items() if v is not None},
+def _payment_state(booking: Booking, payment: Payment) -> Decision:
+    """A payment that is not approved changes the booking's payment state, nothing else."""
+    fields = _payment_fields(payment)
+    if booking.status != BookingStatus.AWAITING_PAYMENT:
+        if booking.payment_id != payment.id or payment.status not in REVERSED_STATUSES:
+            return Decision(f"payment_{payment.status}_ignored", booking)
+        fields["needsAttention"] = f"payment_{payment.status}"
+        if booking.status == BookingStatus.PAID:
+            fields["calendarStatus"] = CalendarStatus.ON_HOLD.value  # nothing left to schedule
+    return Decision(f"payment_{payment.status or 'unknown'}", booking, fields)
+
+
+def _payment_fields(payment: Payment) -> dict[str, Any]:
+    return {
+        "paymentId": payment.id,
+        "paymentStatus": payment.status,
+        "paymentStatusDetail": payment.status_detail,
+        "updatedAt": SERVER_TIME,
     }
-    with firestore_call("record payment issue"):
-        issue = firestore_client().collection(PAYMENT_ISSUES).document(f"{payment_id}-{kind}")
-        issue.set(doc, **rpc_budget(deadline))
+
+
+def _paid_at(payment: Payment) -> Any:
+    if payment.date_approved:
+        try:
+            return datetime.fromisoformat(payment.date_approved).astimezone(UTC)
+        except ValueError:
+            pass
+    return SERVER_TIME
+
+
+def event_fields(booking: Booking, event: ClassEvent) -> dict[str, Any]:
+    """What a booking records of its event; a cancelled event cancels the booking."""
+    fields: dict[str, Any] = {
+        "googleEventId": event.event_id,
+        "htmlLink": event.html_link or None,
+        "calendarStatus": event.status,
+        "calendarError": REMOVE,
+        "updatedAt": SERVER_TIME,
+        **conference_fields(event),
+    }
+    cancelled = event.status == CalendarStatus.CANCELLED
+    wanted = BookingStatus.CANCELLED if cancelled else BookingStatus.SCHEDULED
+    if can_move(booking.status, wanted):
+        fields["status"] = wanted.value
+    if cancelled:
+        fields["needsAttention"] = "event_cancelled"
+    return fields
+
+
+def conference_fields(event: ClassEvent) -> dict[str, Any]:
+    """The Meet link and the conference's state; a failed conference needs an admin."""
+    fields: dict[str, Any] = {
+        "meetLink": event.meet_link or None,
+        "conferenceStatus": event.conference_status,
+    }
+    if event.conference_status == ConferenceStatus.FAILURE:
+        fields["needsAttention"] = "meet_link_failed"
+    return fields
+
+
+def decide_reconcile(booking: Booking) -> Decision:
+    """A paid booking without an event: create it, unless its payment no longer stands
+    (or a delivery settled it meanwhile)."""
+    if (
+        booking.status != BookingStatus.PAID
+        or booking.calendar_status != CalendarStatus.PENDING_CREATION
+    ):
+        return Decision("settled_meanwhile", booking)
+    if booking.payment_status != APPROVED or booking.needs_attention:
+        fields = {"calendarStatus": CalendarStatus.ON_HOLD.value, "updatedAt": SERVER_TIME}
+        return Decision("on_hold", booking, fields)
+    return Decision("scheduled", booking, {}, create_event=True)
+
+
+# -- what an event change means for a booking -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BookingChange:
+    """The booking fields an event version changes, and the audit record of it."""
+
+    kinds: list[str]
+    fields: dict[str, Any]
+    record: dict[str, Any]
+    version: str
+
+
+def decide_event_change(
+    booking_id: str, data: dict[str, Any], event: dict[str, Any]
+) -> BookingChange | None:
+    """What `event` changes in the booking; None when nothing does.
+
+    Fields the payment flow is still writing are left alone: an event that is new, on time
+    and unanswered changes nothing, so syncing it never races the payment webhook.
+    """
+    event_id = str(event.get("id") or "")
+    if event_id != own_event_id(booking_id, data):
+        return None  # not the booking's own event (a copy, or a foreign one)
+    updated = _instant(event.get("updated"))
+    seen = _instant(data.get("calendarUpdated"))
+    if updated and seen and updated < seen:
+        return None  # older than what the booking already reflects
+    status = str(event.get("status") or CalendarStatus.CONFIRMED)
+    fields: dict[str, Any] = {}
+    record: dict[str, Any] = {}
+    kinds: list[str] = []
+    stored_status = str(data.get("calendarStatus") or "")
+    if status == CalendarStatus.CANCELLED:
+        if stored_status != CalendarStatus.CANCELLED:
+            kinds.append("cancelled")
+            fields["calendarStatus"] = CalendarStatus.CANCELLED.value
+            fields["calendarCancelledAt"] = SERVER_TIME
+            fields["needsAttention"] = "event_cancelled"  # paid: an admin decides on a refund
+            current = _status(data)
+            if current is not None and current != BookingStatus.CANCELLED:
+                if can_move(current, BookingStatus.CANCELLED):
+                    fields["status"] = BookingStatus.CANCELLED.value
+                record["previousStatus"] = current.value
+    else:
+        if stored_status in GOOGLE_STATUSES and stored_status != status:
+            restored = stored_status == CalendarStatus.CANCELLED
+            kinds.append("restored" if restored else "status")
+            fields["calendarStatus"] = status
+            if restored:
+                fields["needsAttention"] = "event_restored"
+        moved = _moved_times(booking_id, data, event)
+        if moved is not None:
+            kinds.append("moved")
+            fields["start"], fields["end"] = moved
+            record["previousStart"], record["previousEnd"] = data.get("start"), data.get("end")
+        responses = _responses(event)
+        stored = data.get("attendeeResponses") or {}
+        if responses is not None and _responses_differ(stored, responses):
+            kinds.append("attendees")
+            fields["attendeeResponses"] = responses
+    if not kinds:
+        return None
+    fields.update(
+        {
+            "calendarUpdated": str(event.get("updated") or ""),
+            "calendarEtag": str(event.get("etag") or ""),
+            "calendarSyncedAt": SERVER_TIME,
+            "updatedAt": SERVER_TIME,
+        }
+    )
+    record.update(
+        {
+            "eventId": event_id,
+            "eventUpdated": str(event.get("updated") or ""),
+            "kinds": kinds,
+            "appliedAt": SERVER_TIME,
+            **{k: v for k, v in fields.items() if k in ("start", "end", "attendeeResponses")},
+        }
+    )
+    return BookingChange(kinds, fields, record, _version(event))
+
+
+def _status(data: dict[str, Any]) -> BookingStatus | None:
+    try:
+        return BookingStatus(data.get("status") or BookingStatus.AWAITING_PAYMENT)
+    except ValueError:
+        return None
+
+
+def _instant(raw: Any) -> datetime | None:
+    """An aware instant from a Firestore time or an RFC 3339 string (UTC when naive)."""
+    if isinstance(raw, datetime):
+        return raw
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _moved_times(
+    booking_id: str, data: dict[str, Any], event: dict[str, Any]
+) -> tuple[str, str] | None:
+    """The event's start and end in the booking's zone (ISO with offset), if they moved."""
+    start = _instant((event.get("start") or {}).get("dateTime"))
+    end = _instant((event.get("end") or {}).get("dateTime"))
+    if start is None or end is None:
+        return None  # an all-day or trimmed event: no class times to compare
+    zone, current = ZoneInfo(TIME_ZONE), None
+    try:
+        booking = Booking.from_document(booking_id, data)
+        zone = booking.zone()
+        current = booking.class_times()
+    except InvalidBooking:
+        pass  # unreadable booking times: take the event's
+    if current == (start, end):
+        return None
+    return start.astimezone(zone).isoformat(), end.astimezone(zone).isoformat()
+
+
+def _responses(event: dict[str, Any]) -> dict[str, str] | None:
+    attendees = event.get("attendees")
+    if not isinstance(attendees, list):
+        return None
+    return {
+        str(a["email"]).lower(): str(a.get("responseStatus") or "needsAction")
+        for a in attendees
+        if isinstance(a, dict) and a.get("email") and not a.get("resource")
+    }
+
+
+def _responses_differ(stored: Any, responses: dict[str, str]) -> bool:
+    """A guest missing from the booking counts as `needsAction` (the state at creation)."""
+    stored = stored if isinstance(stored, dict) else {}
+    if stored and set(stored) != set(responses):
+        return True
+    return any(stored.get(email, "needsAction") != status for email, status in responses.items())
+
+
+def _version(event: dict[str, Any]) -> str:
+    """A Firestore id for one version of an event (its etag), for the audit record."""
+    etag = str(event.get("etag") or "").strip().strip('"').replace("/", "_")
+    return etag or f"u-{event.get('updated') or uuid.uuid4().hex}".replace("/", "_")

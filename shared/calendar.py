@@ -1,54 +1,33 @@
-"""The one Calendar module: event ids, the booking-to-event mapper, and a small API facade.
+"""The one Calendar module: the booking-to-event mapper and a small API facade.
 
 Every function talks to Google Calendar through `CalendarApi`. The discovery-based service
 is built once per instance; each thread gets its own authorized HTTP transport because
-httplib2 connections must not be shared between threads. Errors come out as the platform's
-own (`shared.errors`): rate limits and 5xx as `TransientUpstreamError`, a reused event id as
-`UpstreamConflict`, a stale sync token as `UpstreamGone`.
+httplib2 connections must not be shared between threads. Every call runs through
+`shared.upstream.call`, which bounds it by the request's deadline and translates Google's
+errors: rate limits and 5xx are transient, a reused event id is `UpstreamConflict`, a stale
+sync token `UpstreamGone`.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import google_auth_httplib2
 import httplib2
 from googleapiclient import discovery
-from googleapiclient.errors import HttpError
 
-from shared.bookings import Booking
+from shared.bookings import Booking, ClassEvent, event_id_for_booking
 from shared.clients import lazy
 from shared.config import get_settings
-from shared.errors import (
-    PermanentUpstreamError,
-    PlatformError,
-    TransientUpstreamError,
-    UpstreamConflict,
-    UpstreamGone,
-    UpstreamNotFound,
-)
-from shared.retry import Deadline, with_backoff
+from shared.errors import PermanentUpstreamError, UpstreamConflict
 from shared.tokens import calendar_credentials
+from shared.upstream import Deadline, Upstream, call
 
-RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+__all__ = ["MEET", "CalendarApi", "calendar_api", "class_event_body", "ensure_class_event"]
+
 MEET = "hangoutsMeet"
-
-
-def event_id_for_booking(booking_id: str) -> str:
-    """A Calendar event id that only this booking can have.
-
-    base32hex (the alphabet Google accepts: a-v, 0-9) of a SHA-256 digest, so any booking id
-    maps to a valid, fixed-length id, and a retry after a lost answer collides (409) with
-    the event it already created instead of creating a second one.
-    """
-    digest = hashlib.sha256(f"booking:{booking_id}".encode()).digest()
-    return base64.b32hexencode(digest).decode("ascii").rstrip("=").lower()
 
 
 def class_event_body(booking: Booking, payment_id: str) -> dict[str, Any]:
@@ -96,62 +75,6 @@ def class_event_body(booking: Booking, payment_id: str) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class EventLink:
-    """What a booking keeps of its Calendar event."""
-
-    event_id: str
-    status: str
-    html_link: str
-    meet_link: str
-    conference_status: str
-    booking_id: str
-
-    @classmethod
-    def from_event(cls, event: dict[str, Any]) -> EventLink:
-        conference = event.get("conferenceData") or {}
-        status = ((conference.get("createRequest") or {}).get("status") or {}).get("statusCode")
-        meet = event.get("hangoutLink") or next(
-            (
-                entry.get("uri", "")
-                for entry in conference.get("entryPoints", [])
-                if entry.get("entryPointType") == "video"
-            ),
-            "",
-        )
-        private = (event.get("extendedProperties") or {}).get("private") or {}
-        return cls(
-            event_id=str(event.get("id", "")),
-            status=str(event.get("status") or "confirmed"),
-            html_link=str(event.get("htmlLink") or ""),
-            meet_link=str(meet or ""),
-            conference_status=str(status or ("success" if meet else "none")),
-            booking_id=str(private.get("bookingId") or ""),
-        )
-
-
-def _translate(exc: HttpError) -> PlatformError:
-    status = int(exc.resp.status)
-    reason = ""
-    try:
-        errors = json.loads(exc.content or b"{}").get("error", {}).get("errors") or []
-        reason = str(errors[0].get("reason", "")) if errors else ""
-    except (ValueError, AttributeError):
-        pass
-    message = f"Google Calendar answered {status} {reason}".strip()
-    if status == 429 or status >= 500 or (status == 403 and reason in RATE_LIMIT_REASONS):
-        return TransientUpstreamError(message, status=status, reason=reason)
-    if status == 401:
-        return TransientUpstreamError(message, status=status, reason=reason)
-    if status == 409:
-        return UpstreamConflict(message, status=status, reason=reason)
-    if status == 404:
-        return UpstreamNotFound(message, status=status, reason=reason)
-    if status == 410:
-        return UpstreamGone(message, status=status, reason=reason)
-    return PermanentUpstreamError(message, status=status, reason=reason)
-
-
 class CalendarApi:
     """A small facade over the Calendar v3 service, one per instance."""
 
@@ -183,20 +106,31 @@ class CalendarApi:
             self._local.http = http
         return http
 
-    def _execute(self, request: Any, http: httplib2.Http | None = None) -> Any:
+    def _execute(self, request: Any, http: httplib2.Http | None) -> Any:
+        """One attempt; httplib2's socket timeout (`UPSTREAM_TIMEOUT_SECONDS`) bounds it."""
+        http = http if http is not None else self._http()
         try:
-            return request.execute(http=http if http is not None else self._http(), num_retries=0)
-        except HttpError as exc:
-            raise _translate(exc) from exc
-        except (TimeoutError, httplib2.HttpLib2Error, OSError) as exc:
-            self._local.http = None  # a broken connection: start the next call afresh
-            raise TransientUpstreamError("Google Calendar unreachable") from exc
+            return request.execute(http=http, num_retries=0)
+        except (httplib2.HttpLib2Error, OSError):
+            if http is getattr(self._local, "http", None):
+                self._local.http = None  # a broken connection: start the next call afresh
+            raise
 
-    def call(self, make: Callable[[Any], Any], deadline: Deadline | None = None) -> Any:
-        """Run one API call (`make(events_or_channels_service)`) with backoff in `deadline`."""
-        if deadline is None:
-            return self._execute(make(self._service))
-        return with_backoff(lambda: self._execute(make(self._service)), deadline)
+    def call(
+        self,
+        make: Callable[[Any], Any],
+        deadline: Deadline,
+        what: str,
+        http: httplib2.Http | None = None,
+    ) -> Any:
+        """Run one API call (`make(service)` builds it) with backoff inside `deadline`."""
+        return call(
+            Upstream.CALENDAR,
+            lambda _timeout: self._execute(make(self._service), http),
+            deadline,
+            what,
+            attempt_timeout=self._timeout,
+        )
 
     # The calls the platform makes ---------------------------------------------------
     def insert_event(self, body: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
@@ -208,19 +142,24 @@ class CalendarApi:
                 sendUpdates="all",
             ),
             deadline,
+            "insert event",
         )
         return result
 
     def get_event(self, event_id: str, deadline: Deadline) -> dict[str, Any]:
         result: dict[str, Any] = self.call(
-            lambda s: s.events().get(calendarId=self.calendar_id, eventId=event_id), deadline
+            lambda s: s.events().get(calendarId=self.calendar_id, eventId=event_id),
+            deadline,
+            "get event",
         )
         return result
 
     def watch_events(self, channel: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
         """Open a push channel on the calendar's events; the answer holds the real expiration."""
         result: dict[str, Any] = self.call(
-            lambda s: s.events().watch(calendarId=self.calendar_id, body=channel), deadline
+            lambda s: s.events().watch(calendarId=self.calendar_id, body=channel),
+            deadline,
+            "watch events",
         )
         return result
 
@@ -229,12 +168,15 @@ class CalendarApi:
         self.call(
             lambda s: s.channels().stop(body={"id": channel_id, "resourceId": resource_id}),
             deadline,
+            "stop channel",
         )
 
     def list_events(self, query: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
         """One page of `events.list` on the platform's calendar (`query`: timeMin, pageToken...)."""
         result: dict[str, Any] = self.call(
-            lambda s: s.events().list(calendarId=self.calendar_id, **query), deadline
+            lambda s: s.events().list(calendarId=self.calendar_id, **query),
+            deadline,
+            "list events",
         )
         return result
 
@@ -244,12 +186,16 @@ class CalendarApi:
         `events.list` answers it; a consent is checked this way before its refresh token
         replaces the stored one. 404 or 403: that account cannot see the calendar.
         """
-        request = self._service.events().list(
-            calendarId=self.calendar_id, maxResults=1, fields="accessRole"
-        )
-        request.headers["authorization"] = f"Bearer {access_token}"
+
+        def make(service: Any) -> Any:
+            request = service.events().list(
+                calendarId=self.calendar_id, maxResults=1, fields="accessRole"
+            )
+            request.headers["authorization"] = f"Bearer {access_token}"
+            return request
+
         http = httplib2.Http(timeout=self._timeout)
-        result: dict[str, Any] = with_backoff(lambda: self._execute(request, http), deadline)
+        result: dict[str, Any] = self.call(make, deadline, "read access role", http)
         return str(result.get("accessRole") or "")
 
     def list_public_events(
@@ -263,10 +209,32 @@ class CalendarApi:
         plain = getattr(self._local, "plain_http", None)
         if plain is None:
             plain = self._local.plain_http = httplib2.Http(timeout=self._timeout)
-        request = self._service.events().list(calendarId=calendar_id, key=api_key, **query)
-        result: dict[str, Any] = with_backoff(lambda: self._execute(request, plain), deadline)
+        result: dict[str, Any] = self.call(
+            lambda s: s.events().list(calendarId=calendar_id, key=api_key, **query),
+            deadline,
+            "list public events",
+            plain,
+        )
         return result
 
 
 def calendar_api() -> CalendarApi:
     return lazy("calendar_api", CalendarApi)
+
+
+def ensure_class_event(booking: Booking, payment_id: str, deadline: Deadline) -> ClassEvent:
+    """Create the booking's event, or adopt it if an earlier attempt already did.
+
+    The event id is derived from the booking, so a second attempt (a duplicated webhook, a
+    retry after a lost answer, the reconcile step) meets a 409 and adopts the event that
+    exists instead of creating another.
+    """
+    api = calendar_api()
+    body = class_event_body(booking, payment_id)
+    try:
+        event = ClassEvent.from_event(api.insert_event(body, deadline))
+    except UpstreamConflict:
+        event = ClassEvent.from_event(api.get_event(body["id"], deadline))
+    if event.booking_id and event.booking_id != booking.id:
+        raise PermanentUpstreamError(f"event {event.event_id} belongs to another booking")
+    return event

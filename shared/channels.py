@@ -31,7 +31,8 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from shared import logs
+from shared import logs, store
+from shared.bookings import SERVER_TIME
 from shared.calendar import calendar_api
 from shared.clients import firestore_client
 from shared.config import get_settings
@@ -43,9 +44,8 @@ from shared.errors import (
     UpstreamError,
     UpstreamNotFound,
 )
-from shared.retry import Deadline
-from shared.store import firestore_call, release_lease, update_if_unchanged
 from shared.sync import SyncResult, request_sync
+from shared.upstream import Deadline
 
 CHANNELS = "calendar_channels"
 WATCHES = "calendar_watch"
@@ -112,15 +112,14 @@ class PushNotification:
         return self.state in ("exists", "not_exists")
 
 
-def verify_notification(note: PushNotification) -> None:
+def verify_notification(note: PushNotification, deadline: Deadline) -> None:
     """Accept only a live channel of ours whose secret token matches; raise 404/401 otherwise.
 
     A `pending` channel counts for `PENDING_GRACE`: Google may deliver its `sync` message
     (and the first changes) before `events.watch` has answered and the channel was marked
     active.
     """
-    with firestore_call("read channel"):
-        snap = channels().document(note.channel_id).get()
+    snap = store.get(channels().document(note.channel_id), deadline, "read channel")
     data = snap.to_dict() if snap.exists else None
     if not data or data.get("state") not in ("pending", "active"):
         raise NotFound("unknown or stopped channel")
@@ -171,18 +170,18 @@ def renew_channel(deadline: Deadline, *, force: bool = False) -> Renewal:
     if not settings.notifications_url:
         raise PlatformError("NOTIFICATIONS_URL is not configured: no address for the channel")
     owner = uuid.uuid4().hex
-    current = _take_renew_lease(owner, force)
+    current = _take_renew_lease(owner, force, deadline)
     if current is not None:
         return current
     try:
         channel_id, expiration = _open_channel(deadline)
-        if not _record_current(owner, channel_id, expiration):
+        if not _record_current(owner, channel_id, expiration, deadline):
             # Our lease ran out and another run took over: ours must not stay open too.
             _stop(channel_id, deadline)
             return Renewal("busy")
         stopped = _stop_others(channel_id, deadline)
     finally:
-        release_lease(watch_ref(), owner, "release renewal lease")
+        store.release_lease(watch_ref(), owner, deadline, "release renewal lease")
     logs.info(
         "calendar channel renewed",
         channel_id=channel_id,
@@ -211,7 +210,7 @@ def keep_watching(deadline: Deadline, *, force: bool = False) -> tuple[Renewal, 
     return renewal, request_sync(deadline)
 
 
-def _take_renew_lease(owner: str, force: bool) -> Renewal | None:
+def _take_renew_lease(owner: str, force: bool, deadline: Deadline) -> Renewal | None:
     """Hold the renewal lease (None), or say why this run has nothing to do."""
     renew_before = timedelta(seconds=get_settings().channel_renew_before_seconds)
 
@@ -231,7 +230,7 @@ def _take_renew_lease(owner: str, force: bool) -> Renewal | None:
         until = now + timedelta(seconds=RENEW_LEASE_SECONDS)
         return {"lease": {"owner": owner, "until": until}}, None
 
-    return update_if_unchanged(watch_ref(), decide, "take renewal lease")
+    return store.update_if_unchanged(watch_ref(), decide, deadline, "take renewal lease")
 
 
 def _open_channel(deadline: Deadline) -> tuple[str, datetime]:
@@ -241,20 +240,22 @@ def _open_channel(deadline: Deadline) -> tuple[str, datetime]:
     token = secrets.token_urlsafe(32)
     ttl = int(settings.channel_ttl_seconds)
     ref = channels().document(channel_id)
-    with firestore_call("record new channel"):
-        ref.create(
-            {
-                "channelId": channel_id,
-                "calendarId": settings.calendar_id,
-                "address": settings.notifications_url,
-                "tokenHash": _token_hash(token),
-                "state": "pending",
-                "requestedTtlSeconds": ttl,
-                # Until Google answers, trust the channel no longer than we asked for.
-                "expiration": _now() + timedelta(seconds=ttl),
-                "createdAt": firestore.SERVER_TIMESTAMP,
-            }
-        )
+    store.create(
+        ref,
+        {
+            "channelId": channel_id,
+            "calendarId": settings.calendar_id,
+            "address": settings.notifications_url,
+            "tokenHash": _token_hash(token),
+            "state": "pending",
+            "requestedTtlSeconds": ttl,
+            # Until Google answers, trust the channel no longer than we asked for.
+            "expiration": _now() + timedelta(seconds=ttl),
+            "createdAt": SERVER_TIME,
+        },
+        deadline,
+        "record new channel",
+    )
     answer = calendar_api().watch_events(
         {
             "id": channel_id,
@@ -266,20 +267,18 @@ def _open_channel(deadline: Deadline) -> tuple[str, datetime]:
         deadline,
     )
     expiration = datetime.fromtimestamp(int(answer["expiration"]) / 1000, UTC)
-    with firestore_call("activate channel"):
-        ref.update(
-            {
-                "state": "active",
-                "resourceId": str(answer.get("resourceId") or ""),
-                "expiration": expiration,
-                "expirationMs": int(answer["expiration"]),
-                "activatedAt": firestore.SERVER_TIMESTAMP,
-            }
-        )
+    activated = {
+        "state": "active",
+        "resourceId": str(answer.get("resourceId") or ""),
+        "expiration": expiration,
+        "expirationMs": int(answer["expiration"]),
+        "activatedAt": SERVER_TIME,
+    }
+    store.update(ref, activated, deadline, "activate channel")
     return channel_id, expiration
 
 
-def _record_current(owner: str, channel_id: str, expiration: datetime) -> bool:
+def _record_current(owner: str, channel_id: str, expiration: datetime, deadline: Deadline) -> bool:
     """Point the calendar at the new channel, if this run still holds the lease."""
 
     def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
@@ -288,11 +287,11 @@ def _record_current(owner: str, channel_id: str, expiration: datetime) -> bool:
         updates = {
             "channelId": channel_id,
             "expiration": expiration,
-            "renewedAt": firestore.SERVER_TIMESTAMP,
+            "renewedAt": SERVER_TIME,
         }
         return updates, True
 
-    return update_if_unchanged(watch_ref(), decide, "record current channel")
+    return store.update_if_unchanged(watch_ref(), decide, deadline, "record current channel")
 
 
 def _stop_others(current_id: str, deadline: Deadline) -> list[str]:
@@ -303,8 +302,8 @@ def _stop_others(current_id: str, deadline: Deadline) -> list[str]:
     events, the same for every channel of it, so the current channel's is used.
     """
     query = channels().where(filter=FieldFilter("calendarId", "==", get_settings().calendar_id))
-    with firestore_call("list channels"):
-        found = {snap.id: snap.to_dict() or {} for snap in query.stream()}
+    snaps = store.stream(query, deadline, "list channels")
+    found = {snap.id: snap.to_dict() or {} for snap in snaps}
     current_resource = str(found.get(current_id, {}).get("resourceId") or "")
     now = _now()
     stopped = []
@@ -320,8 +319,8 @@ def _stop_others(current_id: str, deadline: Deadline) -> list[str]:
 def _stop(channel_id: str, deadline: Deadline, resource_id: str = "") -> None:
     ref = channels().document(channel_id)
     if not resource_id:
-        with firestore_call("read channel"):
-            resource_id = str((ref.get().to_dict() or {}).get("resourceId") or "")
+        snap = store.get(ref, deadline, "read channel")
+        resource_id = str((snap.to_dict() or {}).get("resourceId") or "")
     try:
         calendar_api().stop_channel(channel_id, resource_id, deadline)
     except UpstreamNotFound:
@@ -333,8 +332,5 @@ def _stop(channel_id: str, deadline: Deadline, resource_id: str = "") -> None:
             "could not stop an old calendar channel", channel_id=channel_id, detail=exc.message
         )
         return
-    with firestore_call("mark channel stopped"):
-        ref.update({"state": "stopped", "stoppedAt": firestore.SERVER_TIMESTAMP})
-
-
-# -- who may renew ----------------------------------------------------------------------------
+    stopped = {"state": "stopped", "stoppedAt": SERVER_TIME}
+    store.update(ref, stopped, deadline, "mark channel stopped")

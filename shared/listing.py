@@ -36,15 +36,13 @@ from zoneinfo import ZoneInfo
 
 import icalendar
 
-from shared import logs
-from shared.bookings import BookingStatus, Person, bookings
-from shared.calendar import EventLink, calendar_api
-from shared.clients import firestore_client
+from shared import logs, store
+from shared.bookings import BookingStatus, ClassEvent, Person
+from shared.calendar import calendar_api
 from shared.config import TIME_ZONE, get_settings
 from shared.errors import InvalidRequest, NotFound, PermanentUpstreamError
-from shared.retry import Deadline
 from shared.secrets import read_secret
-from shared.store import firestore_call
+from shared.upstream import Deadline
 
 ZONE = ZoneInfo(TIME_ZONE)
 DEFAULT_LIMIT = 50
@@ -319,7 +317,7 @@ def _read_page(
                 settings = get_settings()
                 page = api.list_public_events(
                     require_public_enabled(),
-                    read_secret(settings.secrets.public_api_key),
+                    read_secret(settings.secrets.public_api_key, deadline),
                     {**params, "fields": PUBLIC_EVENT_FIELDS},
                     deadline,
                 )
@@ -336,33 +334,22 @@ def _read_page(
     if query.public:
         return [_Row(event, None) for event in events], next_token
     with timings.measure("firestore"):
-        found = read_bookings(booking_id_of(event) for event in events)
+        found = read_bookings((booking_id_of(event) for event in events), deadline)
     rows = [_Row(event, found.get(booking_id_of(event))) for event in events]
     return [row for row in rows if _wanted(row, query)], next_token
 
 
 def booking_id_of(event: dict[str, Any]) -> str:
     """The booking an event names, if it is a usable Firestore document id."""
-    booking_id = EventLink.from_event(event).booking_id
-    if "/" in booking_id or booking_id in (".", "..") or len(booking_id.encode()) > 1500:
-        return ""
-    return booking_id
+    booking_id = ClassEvent.from_event(event).booking_id
+    return booking_id if store.is_booking_id(booking_id) else ""
 
 
-def read_bookings(booking_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+def read_bookings(booking_ids: Iterable[str], deadline: Deadline) -> dict[str, dict[str, Any]]:
     """The named bookings, in one batched read (one round trip), only the listed fields."""
-    ids = sorted({booking_id for booking_id in booking_ids if booking_id})
-    if not ids:
-        return {}
-    collection = bookings()
-    with firestore_call("read the bookings of a page"):
-        snapshots = list(
-            firestore_client().get_all(
-                [collection.document(booking_id) for booking_id in ids],
-                field_paths=list(BOOKING_FIELDS),
-            )
-        )
-    return {snap.id: snap.to_dict() or {} for snap in snapshots if snap.exists}
+    refs = [store.booking_ref(b) for b in sorted({b for b in booking_ids if b})]
+    snapshots = store.get_many(refs, deadline, "read the bookings of a page", list(BOOKING_FIELDS))
+    return {snap.id: snap.to_dict() or {} for snap in snapshots.values() if snap.exists}
 
 
 def _wanted(row: _Row, query: Query) -> bool:
@@ -404,7 +391,7 @@ def _person(raw: Any) -> dict[str, str] | None:
 def admin_item(row: _Row) -> dict[str, Any]:
     """Event + booking -> the JSON an admin sees (mapper; no I/O)."""
     event, booking = row.event, row.booking or {}
-    link = EventLink.from_event(event)
+    link = ClassEvent.from_event(event)
     return {
         "id": link.event_id,
         "summary": str(event.get("summary") or ""),

@@ -27,12 +27,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
-from google.cloud import firestore
 from google_auth_oauthlib.flow import Flow
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
-from shared import logs
+from shared import logs, store
 from shared.admin import Admin, verify_id_token
+from shared.bookings import SERVER_TIME
 from shared.calendar import calendar_api
 from shared.clients import firestore_client
 from shared.config import get_settings
@@ -43,15 +43,14 @@ from shared.errors import (
     Unauthenticated,
     UpstreamNotFound,
 )
-from shared.retry import Deadline
 from shared.secrets import add_secret_version, read_secret
-from shared.store import firestore_call
 from shared.tokens import (
     CALENDAR_SCOPES,
     forget_calendar_grant,
     integration_status_ref,
     oauth_client_config,
 )
+from shared.upstream import Deadline
 
 STATE_COLLECTION = "oauth_states"
 STATE_LIFETIME_SECONDS = 600
@@ -128,14 +127,16 @@ def start_consent(admin: Admin) -> ConsentStart:
     nonce = secrets.token_urlsafe(24)
     expires_at = int(time.time()) + STATE_LIFETIME_SECONDS
     expiry = datetime.fromtimestamp(expires_at, UTC)
-    with firestore_call("record OAuth state"):
-        firestore_client().collection(STATE_COLLECTION).document(nonce).create(
-            {
-                "requestedBy": admin.identity,
-                "createdAt": firestore.SERVER_TIMESTAMP,
-                "expiresAt": expiry,  # a Firestore TTL policy on this field deletes old states
-            }
-        )
+    store.create(
+        firestore_client().collection(STATE_COLLECTION).document(nonce),
+        {
+            "requestedBy": admin.identity,
+            "createdAt": SERVER_TIME,
+            "expiresAt": expiry,  # a Firestore TTL policy on this field deletes old states
+        },
+        Deadline(settings.handler_budget_seconds),
+        "record OAuth state",
+    )
     challenge = _b64(hashlib.sha256(_code_verifier(key, nonce).encode()).digest())
     params = {
         "client_id": oauth_client_config()["client_id"],
@@ -210,23 +211,19 @@ def _check_state(key: str, state: str) -> tuple[str, str] | ConsentOutcome:
         return ConsentOutcome.INVALID_STATE
     if int(expires_raw) < time.time():
         return ConsentOutcome.EXPIRED_STATE
-    db = firestore_client()
-    ref = db.collection(STATE_COLLECTION).document(nonce)
+    ref = firestore_client().collection(STATE_COLLECTION).document(nonce)
 
-    @firestore.transactional
-    def consume(transaction: firestore.Transaction) -> tuple[str, str] | ConsentOutcome:
-        snap = ref.get(transaction=transaction)
-        if not snap.exists:
-            return ConsentOutcome.INVALID_STATE
-        record = snap.to_dict() or {}
+    def consume(
+        record: dict[str, Any],
+    ) -> tuple[dict[str, Any] | None, tuple[str, str] | ConsentOutcome]:
+        if not record:
+            return None, ConsentOutcome.INVALID_STATE
         if record.get("usedAt") is not None:
-            return ConsentOutcome.REUSED_STATE
-        transaction.update(ref, {"usedAt": firestore.SERVER_TIMESTAMP})
-        return nonce, str(record.get("requestedBy") or "")
+            return None, ConsentOutcome.REUSED_STATE
+        return {"usedAt": SERVER_TIME}, (nonce, str(record.get("requestedBy") or ""))
 
-    with firestore_call("consume OAuth state"):
-        result: tuple[str, str] | ConsentOutcome = consume(db.transaction())
-    return result
+    deadline = Deadline(get_settings().handler_budget_seconds)
+    return store.update_if_unchanged(ref, consume, deadline, "consume OAuth state")
 
 
 def _exchange(code: str, verifier: str) -> dict[str, Any] | ConsentResult:
@@ -305,14 +302,18 @@ def _connect(
         "mode": "oauth",
         "connectedBy": connected_by,
         "requestedBy": requested_by or None,
-        "connectedAt": firestore.SERVER_TIMESTAMP,
-        "updatedAt": firestore.SERVER_TIMESTAMP,
+        "connectedAt": SERVER_TIME,
+        "updatedAt": SERVER_TIME,
         "scopes": list(scopes),
         "calendarId": settings.calendar_id,
         "secretVersion": version,
     }
-    with firestore_call("record calendar connection"):
-        integration_status_ref().set(status)
+    store.set_document(
+        integration_status_ref(),
+        status,
+        Deadline(settings.handler_budget_seconds),
+        "record calendar connection",
+    )
     forget_calendar_grant()
     logs.info(
         "Google Calendar connected",

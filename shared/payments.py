@@ -13,61 +13,43 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import requests
 from mercadopago.webhook import InvalidWebhookSignatureError, WebhookSignatureValidator
 
+from shared.bookings import Payment
 from shared.clients import http_session
 from shared.config import get_settings
 from shared.errors import (
     CredentialsRejected,
     InvalidRequest,
-    PermanentUpstreamError,
-    TransientUpstreamError,
     Unauthenticated,
     UnsupportedMediaType,
-    UpstreamNotFound,
 )
-from shared.retry import Deadline, with_backoff
 from shared.secrets import read_secret
+from shared.upstream import Deadline, Upstream, call
 
 MAX_BODY_BYTES = 64 * 1024
-APPROVED = "approved"
 
 
-@dataclass(frozen=True)
-class Payment:
-    """The fields of a Mercado Pago payment this system relies on."""
-
-    id: str
-    status: str
-    status_detail: str
-    external_reference: str
-    amount: Decimal | None
-    currency: str
-    order_id: str
-    date_approved: str | None
-
-    @property
-    def approved(self) -> bool:
-        return self.status == APPROVED
-
-    @classmethod
-    def from_api(cls, raw: dict[str, Any]) -> Payment:
-        try:
-            amount = Decimal(str(raw["transaction_amount"]))
-        except (KeyError, InvalidOperation):
-            amount = None
-        order = raw["order"] if isinstance(raw.get("order"), dict) else {}
-        return cls(
-            id=str(raw.get("id", "")),
-            status=str(raw.get("status") or ""),
-            status_detail=str(raw.get("status_detail") or ""),
-            external_reference=str(raw.get("external_reference") or ""),
-            amount=amount,
-            currency=str(raw.get("currency_id") or ""),
-            order_id=str(order.get("id") or ""),
-            date_approved=raw.get("date_approved"),
+def payment_from_api(raw: dict[str, Any]) -> Payment:
+    """The payment as the platform reads it, from Mercado Pago's JSON."""
+    amount = raw.get("transaction_amount")
+    try:
+        value = (
+            Decimal(str(amount)) if amount is not None and not isinstance(amount, bool) else None
         )
+    except InvalidOperation:
+        value = None
+    order = raw["order"] if isinstance(raw.get("order"), dict) else {}
+    return Payment(
+        id=str(raw.get("id", "")),
+        status=str(raw.get("status") or ""),
+        status_detail=str(raw.get("status_detail") or ""),
+        external_reference=str(raw.get("external_reference") or ""),
+        amount=value if value is not None and value.is_finite() else None,
+        currency=str(raw.get("currency_id") or ""),
+        order_id=str(order.get("id") or ""),
+        date_approved=raw.get("date_approved"),
+    )
 
 
 @dataclass(frozen=True)
@@ -209,47 +191,43 @@ def _signature_timestamp(signature: str) -> float:
 
 
 def _get(path: str, deadline: Deadline) -> dict[str, Any]:
+    """GET one Mercado Pago resource with our access token, bounded by `deadline`.
+
+    A refused token is read once more from Secret Manager, bypassing the cache (it may have
+    been rotated meanwhile), before the refusal stands.
+    """
     settings = get_settings()
     url = f"{settings.mercadopago_api_base}{path}"
 
-    refused = False
+    def fetch(fresh: bool) -> dict[str, Any]:
+        token = read_secret(settings.secrets.mercadopago_access_token, deadline, fresh=fresh)
 
-    def call() -> dict[str, Any]:
-        nonlocal refused
-        # After a refusal, read the token again: it may have been rotated meanwhile.
-        token = read_secret(settings.secrets.mercadopago_access_token, fresh=refused)
-        timeout = max(0.5, min(settings.upstream_timeout_seconds, deadline.remaining()))
-        try:
+        def attempt(timeout: float) -> dict[str, Any]:
             response = http_session().get(
                 url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
             )
-        except requests.RequestException as exc:
-            raise TransientUpstreamError("Mercado Pago unreachable") from exc
-        if response.status_code == 404:
-            raise UpstreamNotFound(f"Mercado Pago has no {path}")
-        if response.status_code in (401, 403):
-            # Our credentials, not the payment: answering 503 keeps Mercado Pago
-            # redelivering until an operator fixes the token, instead of losing the payment.
-            message = f"Mercado Pago refused our access token ({response.status_code})"
-            if refused:
-                raise CredentialsRejected(message)
-            refused = True
-            raise TransientUpstreamError(message)  # once more, with the token read afresh
-        if response.status_code == 429 or response.status_code >= 500:
-            raise TransientUpstreamError(f"Mercado Pago answered {response.status_code}")
-        if response.status_code != 200:
-            raise PermanentUpstreamError(f"Mercado Pago answered {response.status_code}")
-        result: dict[str, Any] = response.json()
-        return result
+            response.raise_for_status()
+            result: dict[str, Any] = response.json()
+            return result
 
-    return with_backoff(call, deadline)
+        return call(
+            Upstream.MERCADO_PAGO,
+            attempt,
+            deadline,
+            f"GET {path.split('/')[1]}",
+            attempt_timeout=settings.upstream_timeout_seconds,
+        )
+
+    try:
+        return fetch(fresh=False)
+    except CredentialsRejected:
+        return fetch(fresh=True)
 
 
-def get_payment(payment_id: str, deadline: Deadline) -> Payment:
-    return Payment.from_api(_get(f"/v1/payments/{payment_id}", deadline))
-
-
-def get_preference_id(order_id: str, deadline: Deadline) -> str:
-    """The Checkout Pro preference behind a merchant order ("" when there is none)."""
-    order = _get(f"/merchant_orders/{order_id}", deadline)
-    return str(order.get("preference_id") or "")
+def read_payment(payment_id: str, deadline: Deadline) -> tuple[Payment, str]:
+    """The payment, and the Checkout Pro preference it paid when it names no booking."""
+    payment = payment_from_api(_get(f"/v1/payments/{payment_id}", deadline))
+    if payment.external_reference or not payment.order_id:
+        return payment, ""
+    order = _get(f"/merchant_orders/{payment.order_id}", deadline)
+    return payment, str(order.get("preference_id") or "")

@@ -10,58 +10,58 @@ from __future__ import annotations
 import threading
 import time
 
-from google.api_core import exceptions as gexc
 from google.cloud import secretmanager
 
 from shared.clients import on_reset, secret_manager_client
 from shared.config import get_settings
-from shared.errors import PermanentUpstreamError, TransientUpstreamError
+from shared.upstream import Deadline, Upstream, call
+
+__all__ = ["CACHE_SECONDS", "add_secret_version", "forget_cached_secrets", "read_secret"]
 
 CACHE_SECONDS = 300.0
+BUDGET_SECONDS = 5.0
+"""For callers with no request deadline at hand (a credential refresh inside a Calendar call)."""
 
 _cache: dict[str, tuple[float, str]] = {}
 _cache_lock = threading.Lock()
-
-_TRANSIENT = (
-    gexc.ServiceUnavailable,
-    gexc.InternalServerError,
-    gexc.TooManyRequests,
-    gexc.DeadlineExceeded,
-    gexc.BadGateway,
-    gexc.GatewayTimeout,
-)
 
 
 def _secret_path(secret_id: str) -> str:
     return f"projects/{get_settings().project_id}/secrets/{secret_id}"
 
 
-def read_secret(secret_id: str, *, max_age: float = CACHE_SECONDS, fresh: bool = False) -> str:
+def read_secret(
+    secret_id: str,
+    deadline: Deadline | None = None,
+    *,
+    max_age: float = CACHE_SECONDS,
+    fresh: bool = False,
+) -> str:
     """The latest version of `secret_id`, as text, at most `max_age` seconds old.
 
-    Every failure is transient to callers: a missing secret or a missing grant is an
-    operator's mistake, and answering 503 keeps Mercado Pago redelivering until it is
-    fixed, where a 4xx or an acknowledgement would lose the payment.
+    Every failure reaches callers as a 503: a missing secret or grant is an operator's
+    mistake (`CredentialsRejected`), and answering 503 keeps Mercado Pago redelivering
+    until it is fixed, where a 4xx or an acknowledgement would lose the payment.
     """
     now = time.monotonic()
     with _cache_lock:
         cached = _cache.get(secret_id)
     if cached and not fresh and now - cached[0] < max_age:
         return cached[1]
-    try:
-        response = secret_manager_client().access_secret_version(
-            name=f"{_secret_path(secret_id)}/versions/latest"
-        )
-    except gexc.GoogleAPICallError as exc:
-        reason = type(exc).__name__
-        raise TransientUpstreamError(f"secret {secret_id} cannot be read ({reason})") from exc
-    value = response.payload.data.decode("utf-8").strip()
+    name = f"{_secret_path(secret_id)}/versions/latest"
+    response = call(
+        Upstream.SECRET_MANAGER,
+        lambda t: secret_manager_client().access_secret_version(name=name, retry=None, timeout=t),
+        deadline or Deadline(BUDGET_SECONDS),
+        f"read secret {secret_id}",
+    )
+    value = str(response.payload.data.decode("utf-8")).strip()
     with _cache_lock:
         _cache[secret_id] = (now, value)
     return value
 
 
-def add_secret_version(secret_id: str, value: str) -> str:
+def add_secret_version(secret_id: str, value: str, deadline: Deadline | None = None) -> str:
     """Store `value` as the newest version and disable every older enabled one.
 
     Disabling (not destroying) keeps a way back if the new value turns out bad. Only
@@ -71,23 +71,44 @@ def add_secret_version(secret_id: str, value: str) -> str:
     """
     client = secret_manager_client()
     parent = _secret_path(secret_id)
-    try:
-        version = client.add_secret_version(
-            parent=parent, payload=secretmanager.SecretPayload(data=value.encode("utf-8"))
-        )
-        newest = _version_number(version.name)
-        for old in client.list_secret_versions(
-            request={"parent": parent, "filter": "state:ENABLED"}
-        ):
-            if _version_number(old.name) < newest:
-                client.disable_secret_version(name=old.name)
-    except _TRANSIENT as exc:
-        raise TransientUpstreamError(f"Secret Manager unavailable writing {secret_id}") from exc
-    except gexc.GoogleAPICallError as exc:
-        raise PermanentUpstreamError(f"secret {secret_id} cannot be written: {exc.reason}") from exc
+    budget = deadline or Deadline(BUDGET_SECONDS)
+    what = f"write secret {secret_id}"
+    payload = secretmanager.SecretPayload(data=value.encode("utf-8"))
+    version = call(
+        Upstream.SECRET_MANAGER,
+        lambda t: client.add_secret_version(parent=parent, payload=payload, retry=None, timeout=t),
+        budget,
+        what,
+        retry=False,  # not idempotent: a retry after a lost answer would add a second version
+    )
+    newest = _version_number(version.name)
+    enabled = call(
+        Upstream.SECRET_MANAGER,
+        lambda t: list(
+            client.list_secret_versions(
+                request={"parent": parent, "filter": "state:ENABLED"}, retry=None, timeout=t
+            )
+        ),
+        budget,
+        what,
+    )
+    for old in enabled:
+        if _version_number(old.name) < newest:
+            _disable(client, old.name, budget, what)
     with _cache_lock:
         _cache[secret_id] = (time.monotonic(), value)
     return str(version.name)
+
+
+def _disable(
+    client: secretmanager.SecretManagerServiceClient, name: str, deadline: Deadline, what: str
+) -> None:
+    call(
+        Upstream.SECRET_MANAGER,
+        lambda t: client.disable_secret_version(name=name, retry=None, timeout=t),
+        deadline,
+        what,
+    )
 
 
 def _version_number(name: str) -> int:

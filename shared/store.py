@@ -1,106 +1,410 @@
-"""Firestore plumbing every store shares: transient errors, time budgets, guarded updates.
+"""The one store: every Firestore read and write, each bounded by the request's deadline.
 
-Bookings, channels, the sync state and OAuth states all live in Firestore; this module is
-how they talk to it, so a Firestore outage means the same thing everywhere (a
-`TransientUpstreamError`, hence 503 and a redelivery) and no call outlives its request.
+Bookings, payment claims and issues, the calendar sync's state and audit, channels and
+OAuth states all live in Firestore; this module is how the rest of the platform reads and
+writes them. Each call goes through `shared.upstream.call` (the client library's own retry
+is off), so a Firestore outage means the same everywhere: a `TransientUpstreamError`
+within the deadline, hence 503 and a redelivery.
+
+Concurrent writers are handled by optimistic concurrency, in one helper:
+`until_committed(attempt)` runs "read, decide, commit if unchanged" and, when the commit
+finds the document changed (`Contended`), runs the whole attempt again from fresh reads,
+so a decision is never replayed from an old read. It is cheaper than transactions here:
+twenty notifications racing for one booking would make Firestore abort transactions and
+back off for seconds, where a failed precondition costs one more read.
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
-from google.api_core.retry import Retry, if_transient_error
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.query import Query
 
 from shared import logs
-from shared.clients import firestore_client
-from shared.errors import TransientUpstreamError
-from shared.retry import Deadline
-
-FIRESTORE_TRANSIENT = (
-    gexc.ServiceUnavailable,
-    gexc.DeadlineExceeded,
-    gexc.InternalServerError,
-    gexc.TooManyRequests,
-    gexc.Aborted,
-    gexc.Unknown,
+from shared.bookings import (
+    REMOVE,
+    SERVER_TIME,
+    BookingChange,
+    BookingStatus,
+    CalendarStatus,
+    ConferenceStatus,
+    Issue,
 )
+from shared.clients import firestore_client
+from shared.config import get_settings
+from shared.errors import TransientUpstreamError
+from shared.upstream import ANSWER_MARGIN_SECONDS, Deadline, Upstream, call
 
-_GUARDED_ATTEMPTS = 100
+__all__ = [
+    "BATCH_BOOKINGS",
+    "CALENDAR_CHANGES",
+    "PAYMENT_CLAIMS",
+    "PAYMENT_ISSUES",
+    "BookingRead",
+    "Contended",
+    "booking_ref",
+    "bookings",
+    "bookings_to_reconcile",
+    "commit_booking",
+    "commit_change",
+    "commit_changes",
+    "create",
+    "find_booking_by_event",
+    "get",
+    "get_many",
+    "is_booking_id",
+    "read_booking",
+    "read_booking_for_payment",
+    "read_bookings",
+    "record_issue",
+    "release_lease",
+    "set_document",
+    "stream",
+    "until_committed",
+    "update",
+    "update_if_unchanged",
+]
 
-
-@contextlib.contextmanager
-def firestore_call(what: str) -> Iterator[None]:
-    """Turn Firestore's transient failures into `TransientUpstreamError` (-> retry, 503)."""
-    try:
-        yield
-    except FIRESTORE_TRANSIENT as exc:
-        raise TransientUpstreamError(f"Firestore unavailable: {what}") from exc
-
-
-def rpc_budget(deadline: Deadline) -> dict[str, Any]:
-    """Retry and timeout for one Firestore call, bounded by the request's deadline.
-
-    The client's defaults retry for up to a minute, far past the 22 seconds Mercado Pago
-    waits for an answer.
-    """
-    remaining = max(0.5, deadline.remaining())
-    retry = Retry(
-        predicate=if_transient_error, initial=0.1, maximum=1.0, multiplier=2.0, timeout=remaining
-    )
-    return {"retry": retry, "timeout": min(5.0, remaining)}
-
+PAYMENT_CLAIMS = "payment_claims"
+"""`payment_claims/{paymentId}`: the one booking a payment paid for."""
+PAYMENT_ISSUES = "payment_issues"
+"""`payment_issues/{paymentId}-{kind}`: what admins must look at."""
+CALENDAR_CHANGES = "calendar_changes"
+"""Subcollection of a booking: one document per event version applied to it (an audit)."""
+BATCH_BOOKINGS = 200
+"""Bookings per commit: two writes each (booking and audit), under Firestore's 500."""
+_CONTENDED = (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Conflict, gexc.Aborted)
 
 R = TypeVar("R")
+
+
+class Contended(Exception):
+    """Someone wrote the document since it was read: read again and decide again."""
+
+
+# -- bounded primitives -------------------------------------------------------------------------
+
+
+def _firestore_call(what: str, attempt: Callable[[float], R], deadline: Deadline) -> R:
+    timeout = get_settings().upstream_timeout_seconds
+    return call(Upstream.FIRESTORE, attempt, deadline, what, attempt_timeout=timeout)
+
+
+def _values(fields: dict[str, Any]) -> dict[str, Any]:
+    """The platform's markers as Firestore's sentinels."""
+    return {key: _value(value) for key, value in fields.items()}
+
+
+def _value(value: Any) -> Any:
+    if value is SERVER_TIME:
+        return firestore.SERVER_TIMESTAMP
+    if value is REMOVE:
+        return firestore.DELETE_FIELD
+    return value
+
+
+def get(
+    ref: firestore.DocumentReference, deadline: Deadline, what: str
+) -> firestore.DocumentSnapshot[Any]:
+    return _firestore_call(what, lambda t: ref.get(retry=None, timeout=t), deadline)
+
+
+def get_many(
+    refs: list[firestore.DocumentReference],
+    deadline: Deadline,
+    what: str,
+    field_paths: list[str] | None = None,
+) -> dict[str, firestore.DocumentSnapshot[Any]]:
+    """Several documents in one round trip (only `field_paths`, if given), by path."""
+
+    def attempt(timeout: float) -> dict[str, firestore.DocumentSnapshot[Any]]:
+        snaps = firestore_client().get_all(
+            refs, field_paths=field_paths, retry=None, timeout=timeout
+        )
+        return {snap.reference.path: snap for snap in snaps}
+
+    return _firestore_call(what, attempt, deadline) if refs else {}
+
+
+def stream(query: Query, deadline: Deadline, what: str) -> list[firestore.DocumentSnapshot[Any]]:
+    return _firestore_call(what, lambda t: list(query.stream(retry=None, timeout=t)), deadline)
+
+
+def create(
+    ref: firestore.DocumentReference, document: dict[str, Any], deadline: Deadline, what: str
+) -> None:
+    _firestore_call(what, lambda t: ref.create(_values(document), retry=None, timeout=t), deadline)
+
+
+def update(
+    ref: firestore.DocumentReference, fields: dict[str, Any], deadline: Deadline, what: str
+) -> None:
+    _firestore_call(what, lambda t: ref.update(_values(fields), retry=None, timeout=t), deadline)
+
+
+def set_document(
+    ref: firestore.DocumentReference,
+    document: dict[str, Any],
+    deadline: Deadline,
+    what: str,
+    *,
+    merge: bool = False,
+) -> None:
+    _firestore_call(
+        what,
+        lambda t: ref.set(_values(document), merge=merge, retry=None, timeout=t),
+        deadline,
+    )
+
+
+def _commit(batch: Any, deadline: Deadline, what: str) -> None:
+    """Commit `batch`; a failed guard (or a create that finds the document) is `Contended`."""
+
+    def attempt(timeout: float) -> None:
+        try:
+            batch.commit(retry=None, timeout=timeout)
+        except _CONTENDED as exc:
+            raise Contended(what) from exc
+
+    _firestore_call(what, attempt, deadline)
+
+
+def _guard(snap: firestore.DocumentSnapshot[Any]) -> Any:
+    return firestore_client().write_option(last_update_time=snap.update_time)
+
+
+# -- read, decide, commit if unchanged ---------------------------------------------------------
+
+
+def until_committed(attempt: Callable[[], R], deadline: Deadline, what: str) -> R:
+    """Run `attempt` (read, decide, commit) until its commit finds nothing changed."""
+    tries = 0
+    while True:
+        try:
+            return attempt()
+        except Contended:
+            tries += 1
+            if deadline.remaining() < ANSWER_MARGIN_SECONDS:
+                raise TransientUpstreamError(f"{what}: the document kept changing") from None
+            time.sleep(random.uniform(0, min(0.05, 0.005 * tries)))
 
 
 def update_if_unchanged(
     ref: firestore.DocumentReference,
     decide: Callable[[dict[str, Any]], tuple[dict[str, Any] | None, R]],
+    deadline: Deadline,
     what: str,
 ) -> R:
-    """Read `ref`, let `decide` choose the update, and write it only if nobody wrote since.
+    """Read `ref`, let `decide` choose the update ((None, result): none), write it guarded."""
 
-    Optimistic concurrency rather than a transaction: twenty notifications racing for one
-    document would make Firestore abort transactions and the client back off for seconds;
-    a failed precondition costs one more read. `decide` returns (None, result) to write
-    nothing.
-    """
-    client = firestore_client()
-    for attempt in range(_GUARDED_ATTEMPTS):
-        with firestore_call(what):
-            snap = ref.get()
+    def attempt() -> R:
+        snap = get(ref, deadline, what)
         updates, result = decide(snap.to_dict() or {} if snap.exists else {})
         if updates is None:
             return result
-        try:
-            with firestore_call(what):
-                if snap.exists:
-                    option = client.write_option(last_update_time=snap.update_time)
-                    ref.update(updates, option=option)
-                else:
-                    ref.create(updates)
-        except (gexc.FailedPrecondition, gexc.AlreadyExists):
-            time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
-            continue
+        batch = firestore_client().batch()
+        if snap.exists:
+            batch.update(ref, _values(updates), option=_guard(snap))
+        else:
+            batch.create(ref, _values(updates))
+        _commit(batch, deadline, what)
         return result
-    raise TransientUpstreamError(f"{what}: the document kept changing")
+
+    return until_committed(attempt, deadline, what)
 
 
-def release_lease(ref: firestore.DocumentReference, owner: str, what: str) -> None:
+def release_lease(
+    ref: firestore.DocumentReference, owner: str, deadline: Deadline, what: str
+) -> None:
     """Drop `owner`'s lease on `ref` if it still holds it; an expired lease needs nothing."""
 
     def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, None]:
         if (data.get("lease") or {}).get("owner") != owner:
             return None, None
-        return {"lease": firestore.DELETE_FIELD}, None
+        return {"lease": REMOVE}, None
 
     try:
-        update_if_unchanged(ref, decide, what)
+        update_if_unchanged(ref, decide, Deadline(max(2.0, deadline.remaining())), what)
     except TransientUpstreamError:
         logs.warning(f"{what}: not released; it expires by itself")
+
+
+# -- bookings -----------------------------------------------------------------------------------
+
+
+def bookings() -> firestore.CollectionReference:
+    return firestore_client().collection(get_settings().bookings_collection)
+
+
+def booking_ref(booking_id: str) -> firestore.DocumentReference:
+    return bookings().document(booking_id)
+
+
+def _claim_ref(payment_id: str) -> firestore.DocumentReference:
+    return firestore_client().collection(PAYMENT_CLAIMS).document(payment_id)
+
+
+def is_booking_id(value: str) -> bool:
+    """Whether `value` can name a booking document (`external_reference` comes from outside)."""
+    return (
+        0 < len(value.encode()) <= 1500
+        and "/" not in value
+        and value not in (".", "..")
+        and not (value.startswith("__") and value.endswith("__"))
+    )
+
+
+@dataclass(frozen=True)
+class BookingRead:
+    """A booking as read, with what guards the commit that follows the decision.
+
+    `data` is None when there is no such booking; `claimed_by` is the booking the payment's
+    claim points at (payment reads only).
+    """
+
+    booking_id: str
+    data: dict[str, Any] | None
+    claimed_by: str | None = None
+    snapshot: firestore.DocumentSnapshot[Any] | None = None
+
+
+def _read_of(
+    snap: firestore.DocumentSnapshot[Any] | None, claim: firestore.DocumentSnapshot[Any] | None
+) -> BookingRead:
+    claimed_by = (
+        str((claim.to_dict() or {}).get("bookingId") or "") or None
+        if claim is not None and claim.exists
+        else None
+    )
+    if snap is None or not snap.exists:
+        return BookingRead(snap.id if snap is not None else "", None, claimed_by)
+    return BookingRead(snap.id, snap.to_dict() or {}, claimed_by, snap)
+
+
+def read_booking_for_payment(
+    payment_id: str, booking_id: str, preference_id: str, deadline: Deadline
+) -> BookingRead:
+    """The booking a payment is for (by id, else by Checkout Pro preference) and its claim,
+    in one round trip when the booking id is known."""
+    claim = _claim_ref(payment_id)
+    if booking_id and is_booking_id(booking_id):
+        booking = booking_ref(booking_id)
+        snaps = get_many([booking, claim], deadline, "read booking and payment claim")
+        return _read_of(snaps[booking.path], snaps[claim.path])
+    found = None
+    if not booking_id and preference_id:
+        query = bookings().where(filter=FieldFilter("preferenceId", "==", preference_id))
+        matches = stream(query.limit(2), deadline, "find booking by preference")
+        found = matches[0] if len(matches) == 1 else None
+    return _read_of(found, get(claim, deadline, "read payment claim"))
+
+
+def read_booking(booking_id: str, deadline: Deadline) -> BookingRead:
+    return _read_of(get(booking_ref(booking_id), deadline, "read booking"), None)
+
+
+def commit_booking(
+    read: BookingRead, fields: dict[str, Any], claim_payment: str, deadline: Deadline
+) -> None:
+    """One atomic commit, valid only if nobody wrote the booking since `read`; with
+    `claim_payment`, the payment's claim is created in it (and the commit fails if another
+    booking claimed it first)."""
+    assert read.snapshot is not None
+    batch = firestore_client().batch()
+    batch.update(read.snapshot.reference, _values(fields), option=_guard(read.snapshot))
+    if claim_payment:
+        claim = {"bookingId": read.booking_id, "createdAt": firestore.SERVER_TIMESTAMP}
+        batch.create(_claim_ref(claim_payment), claim)
+    _commit(batch, deadline, "write booking")
+
+
+def record_issue(issue: Issue, payment_id: str, deadline: Deadline) -> None:
+    """Keep, once per payment and kind, something an admin must look at."""
+    document = {
+        "kind": issue.kind,
+        "paymentId": payment_id,
+        "createdAt": SERVER_TIME,
+        **{k: v for k, v in issue.details.items() if v not in (None, "")},
+    }
+    ref = firestore_client().collection(PAYMENT_ISSUES).document(f"{payment_id}-{issue.kind}")
+    set_document(ref, document, deadline, "record payment issue")
+
+
+def bookings_to_reconcile(
+    limit: int, deadline: Deadline
+) -> tuple[list[BookingRead], list[BookingRead]]:
+    """Paid bookings still waiting for their event, and scheduled ones whose Meet link is."""
+    waiting = (
+        bookings()
+        .where(filter=FieldFilter("status", "==", BookingStatus.PAID.value))
+        .where(filter=FieldFilter("calendarStatus", "==", CalendarStatus.PENDING_CREATION.value))
+        .limit(limit)
+    )
+    meet_pending = (
+        bookings()
+        .where(filter=FieldFilter("status", "==", BookingStatus.SCHEDULED.value))
+        .where(filter=FieldFilter("conferenceStatus", "==", ConferenceStatus.PENDING.value))
+        .limit(limit)
+    )
+    return (
+        [_read_of(s, None) for s in stream(waiting, deadline, "find bookings to reconcile")],
+        [_read_of(s, None) for s in stream(meet_pending, deadline, "find pending Meet links")],
+    )
+
+
+# -- calendar changes ---------------------------------------------------------------------------
+
+
+def read_bookings(booking_ids: Iterable[str], deadline: Deadline) -> dict[str, BookingRead]:
+    """The existing bookings among `booking_ids`, in one round trip."""
+    refs = [booking_ref(b) for b in booking_ids if is_booking_id(b)]
+    snaps = get_many(refs, deadline, "read bookings")
+    return {snap.id: _read_of(snap, None) for snap in snaps.values() if snap.exists}
+
+
+def find_booking_by_event(event_id: str, deadline: Deadline) -> str:
+    """The booking linked to `event_id` ("" when none, or more than one, is)."""
+    query = bookings().where(filter=FieldFilter("googleEventId", "==", event_id)).limit(2)
+    matches = stream(query, deadline, "find booking by event")
+    return matches[0].id if len(matches) == 1 else ""
+
+
+def _change_batch(pairs: list[tuple[BookingRead, BookingChange]]) -> Any:
+    batch = firestore_client().batch()
+    for read, change in pairs:
+        assert read.snapshot is not None
+        ref = read.snapshot.reference
+        batch.update(ref, _values(change.fields), option=_guard(read.snapshot))
+        batch.create(
+            ref.collection(CALENDAR_CHANGES).document(change.version), _values(change.record)
+        )
+    return batch
+
+
+def commit_changes(pairs: list[tuple[BookingRead, BookingChange]], deadline: Deadline) -> bool:
+    """All of `pairs` (at most `BATCH_BOOKINGS`) in one atomic commit, each booking guarded
+    by its read; False when one was written meanwhile or a version was applied already."""
+    try:
+        _commit(_change_batch(pairs), deadline, "apply calendar changes")
+    except Contended:
+        return False
+    return True
+
+
+def commit_change(read: BookingRead, change: BookingChange, deadline: Deadline) -> bool:
+    """One booking's change; False if this event version was applied already, `Contended`
+    if the booking was written since `read`."""
+    try:
+        _commit(_change_batch([(read, change)]), deadline, "apply calendar change")
+    except Contended as exc:
+        if isinstance(exc.__cause__, gexc.AlreadyExists):
+            return False
+        raise
+    return True

@@ -25,17 +25,18 @@ from typing import Any
 
 import google.auth
 import google.oauth2.credentials
-from google.api_core import exceptions as gexc
 from google.auth import credentials as ga_credentials
 from google.auth import exceptions as ga_exceptions
 from google.auth.transport import Request
 from google.cloud import firestore
 
-from shared import logs
+from shared import logs, store
+from shared.bookings import SERVER_TIME
 from shared.clients import firestore_client, lazy
 from shared.config import get_settings
 from shared.errors import PlatformError, ReauthorizationRequired, TransientUpstreamError
 from shared.secrets import add_secret_version, read_secret
+from shared.upstream import Deadline
 
 CALENDAR_SCOPES: tuple[str, ...] = (
     "https://www.googleapis.com/auth/calendar.events",
@@ -43,6 +44,8 @@ CALENDAR_SCOPES: tuple[str, ...] = (
 )
 INTEGRATION_COLLECTION = "integrations"
 INTEGRATION_ID = "google_calendar"
+STATUS_BUDGET_SECONDS = 3.0
+"""The status document is best effort: it must not hold up the call that reports it."""
 RECHECK_SECONDS = 5.0
 """After `invalid_grant`, how long calls fail fast before looking for a newer stored grant."""
 
@@ -62,10 +65,14 @@ def integration_status_ref() -> firestore.DocumentReference:
 def record_integration_status(fields: dict[str, Any]) -> None:
     """Merge `fields` into the status document; best effort, a failure only logs."""
     try:
-        integration_status_ref().set(
-            {**fields, "updatedAt": firestore.SERVER_TIMESTAMP}, merge=True
+        store.set_document(
+            integration_status_ref(),
+            {**fields, "updatedAt": SERVER_TIME},
+            Deadline(STATUS_BUDGET_SECONDS),
+            "record integration status",
+            merge=True,
         )
-    except gexc.GoogleAPICallError:
+    except PlatformError:
         logs.warning(
             "could not update the calendar integration status", status=fields.get("status")
         )
@@ -118,9 +125,7 @@ class _OneRefreshAtATime(ga_credentials.Credentials):
         if not self._reported:
             self._reported = True
             logs.error(message, integration=INTEGRATION_ID, **status)
-            record_integration_status(
-                {**status, "unusableSince": firestore.SERVER_TIMESTAMP, "detail": message}
-            )
+            record_integration_status({**status, "unusableSince": SERVER_TIME, "detail": message})
         return ReauthorizationRequired(message)
 
     def _usable_again(self, **status: Any) -> None:
@@ -236,9 +241,7 @@ class RefreshTokenCredentials(_OneRefreshAtATime):
             return
         self._unsaved = False
         logs.info("Google rotated the calendar refresh token", version=version)
-        record_integration_status(
-            {"secretVersion": version, "rotatedAt": firestore.SERVER_TIMESTAMP}
-        )
+        record_integration_status({"secretVersion": version, "rotatedAt": SERVER_TIME})
 
 
 class ServiceAccountCredentials(_OneRefreshAtATime):

@@ -14,8 +14,8 @@ import requests
 from devstack.client import StackClient
 from devstack.instrument import firestore_rpcs
 from shared import listing
-from shared.bookings import Booking
-from shared.calendar import class_event_body, event_id_for_booking
+from shared.bookings import Booking, event_id_for_booking
+from shared.calendar import class_event_body
 from shared.clients import firestore_client, reset_clients
 
 pytestmark = pytest.mark.usefixtures("stack")

@@ -33,6 +33,7 @@ from shared.errors import ReauthorizationRequired
 from shared.oauth import sign_state
 from shared.secrets import read_secret
 from shared.tokens import CALENDAR_SCOPES, RefreshTokenCredentials, calendar_credentials
+from shared.upstream import Deadline
 
 TIMEOUT = 15
 SA_EMAIL = "classes-scheduler@demo-virtual-classes.iam.gserviceaccount.com"
@@ -129,8 +130,7 @@ def _status(client: StackClient) -> dict[str, Any]:
 
 
 def _list_events() -> Any:
-    api = calendar_api()
-    return api.call(lambda s: s.events().list(calendarId=api.calendar_id, maxResults=1))
+    return calendar_api().list_events({"maxResults": 1}, Deadline(10))
 
 
 def _log_lines(text: str) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ import requests
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from devstack.client import StackClient
-from shared.calendar import event_id_for_booking
+from shared.bookings import event_id_for_booking
 
 pytestmark = pytest.mark.usefixtures("stack")
 

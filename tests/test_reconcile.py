@@ -6,8 +6,8 @@ import pytest
 import requests
 
 from devstack.client import StackClient
-from shared.retry import Deadline
 from shared.scheduling import reconcile_bookings
+from shared.upstream import Deadline
 
 
 def _paid_without_event(client: StackClient, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -100,7 +100,7 @@ def test_reconcile_leaves_a_refunded_booking_without_a_class(
 def test_reconcile_adopting_a_cancelled_event_cancels_the_booking(
     client: StackClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.calendar import event_id_for_booking
+    from shared.bookings import event_id_for_booking
 
     booking_id = _paid_without_event(client, monkeypatch)
     events = client.calendar.events()

@@ -13,8 +13,8 @@ from flask import Request
 from shared import logs
 from shared.channels import PushNotification, verify_notification
 from shared.config import get_settings
-from shared.retry import Deadline
 from shared.sync import request_sync
+from shared.upstream import Deadline
 from shared.web import Handled, endpoint, json_response, lower_headers
 
 
@@ -22,10 +22,11 @@ from shared.web import Handled, endpoint, json_response, lower_headers
 @endpoint("calendar notification", webhook=True)
 def calendar_notifications(request: Request) -> Handled:
     logs.bind(channel_id=request.headers.get("X-Goog-Channel-ID"))
+    deadline = Deadline(get_settings().handler_budget_seconds)
     note = PushNotification.from_headers(lower_headers(request))
-    verify_notification(note)
+    verify_notification(note, deadline)
     if note.reports_change:
-        body = request_sync(Deadline(get_settings().handler_budget_seconds)).as_json()
+        body = request_sync(deadline).as_json()
     else:
         body = {"outcome": f"{note.state}_acknowledged"}
     log = {"state": note.state, "message_number": note.message_number, **body}

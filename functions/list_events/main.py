@@ -13,7 +13,7 @@ from flask import Request, Response
 from shared import listing, logs
 from shared.admin import require_admin
 from shared.config import get_settings
-from shared.retry import Deadline
+from shared.upstream import Deadline
 from shared.web import Handled, endpoint, lower_headers
 
 

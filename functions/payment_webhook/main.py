@@ -8,8 +8,8 @@ from flask import Request
 from shared import logs
 from shared.config import get_settings
 from shared.payments import MAX_BODY_BYTES, IgnoredNotification, parse_notification
-from shared.retry import Deadline
 from shared.scheduling import apply_payment_notification
+from shared.upstream import Deadline
 from shared.web import Handled, endpoint, json_response, lower_headers, read_body
 
 

@@ -12,8 +12,8 @@ from flask import Request
 
 from shared import logs
 from shared.admin import require_scheduler_or_admin
-from shared.retry import Deadline
 from shared.scheduling import reconcile_bookings
+from shared.upstream import Deadline
 from shared.web import Handled, endpoint, json_response, lower_headers
 
 BUDGET_SECONDS = 50.0
