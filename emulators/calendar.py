@@ -67,7 +67,6 @@ from werkzeug.datastructures import MultiDict
 from emulators._base import EmulatorApp, json_response
 
 API_PREFIX = "/calendar/v3/"
-PUBLIC_BASE = "https://www.googleapis.com/calendar/v3/"
 DEFAULT_CHANNEL_TTL_S = 604800
 DEFAULT_MAX_RESULTS = 250
 MAX_RESULTS_CAP = 2500

@@ -1,0 +1,359 @@
+"""What payments and event changes mean for a booking: pure decisions, no stack, milliseconds."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.bookings import (
+    REMOVE,
+    SERVER_TIME,
+    TRANSITIONS,
+    BookingStatus,
+    CalendarStatus,
+    ClassEvent,
+    Payment,
+    decide_event_change,
+    decide_payment,
+    decide_reconcile,
+    event_id_for_booking,
+)
+from shared.bookings import Booking as BookingValue
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+BOOKING = "b-1"
+
+
+def booking(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "status": "awaiting_payment",
+        "classTitle": "Guitarra",
+        "teacher": {"name": "Ana", "email": "ana@example.com"},
+        "student": {"name": "Luis", "email": "luis@example.com"},
+        "start": "2026-12-01T18:00:00-03:00",
+        "end": "2026-12-01T19:00:00-03:00",
+        "price": {"amount": 15000, "currency": "ARS"},
+    }
+    data.update(overrides)
+    return data
+
+
+def payment(status: str = "approved", **overrides: Any) -> Payment:
+    fields: dict[str, Any] = {
+        "id": "111",
+        "status": status,
+        "status_detail": "accredited" if status == "approved" else status,
+        "external_reference": BOOKING,
+        "amount": Decimal("15000"),
+        "currency": "ARS",
+        "order_id": "",
+        "date_approved": "2026-11-29T10:00:00.000-04:00",
+    }
+    fields.update(overrides)
+    return Payment(**fields)
+
+
+def event(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": event_id_for_booking(BOOKING),
+        "status": "confirmed",
+        "updated": "2026-11-29T12:00:00.000Z",
+        "etag": '"3"',
+        "start": {"dateTime": "2026-12-01T18:00:00-03:00"},
+        "end": {"dateTime": "2026-12-01T19:00:00-03:00"},
+        "hangoutLink": "https://meet.google.com/abc-defg-hij",
+        "extendedProperties": {"private": {"bookingId": BOOKING}},
+    }
+    data.update(overrides)
+    return data
+
+
+# -- payments -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "claimed_by", "paid", "outcome", "issue", "writes", "creates_event"),
+    [
+        (None, None, payment(), "unknown_booking", "unknown_booking", False, False),
+        (booking(), None, payment(), "scheduled", None, True, True),
+        (booking(timeZone="Mars/Olympus"), None, payment(), "scheduled", None, True, True),
+        (
+            booking(status="bogus"),
+            None,
+            payment(),
+            "invalid_booking",
+            "invalid_booking",
+            False,
+            False,
+        ),
+        (
+            booking(),
+            "other",
+            payment(),
+            "payment_already_used",
+            "payment_claimed_twice",
+            False,
+            False,
+        ),
+        (
+            booking(),
+            None,
+            payment(amount=Decimal("1")),
+            "amount_mismatch",
+            "amount_mismatch",
+            False,
+            False,
+        ),
+        (
+            booking(),
+            None,
+            payment(currency="USD"),
+            "amount_mismatch",
+            "amount_mismatch",
+            False,
+            False,
+        ),
+        (booking(price={}), None, payment(), "amount_mismatch", "amount_mismatch", False, False),
+        (
+            booking(status="scheduled", paymentId="999", googleEventId="e"),
+            None,
+            payment(),
+            "booking_paid_by_other_payment",
+            "booking_paid_twice",
+            False,
+            False,
+        ),
+        (booking(), None, payment("pending"), "payment_pending", None, True, False),
+        (booking(), None, payment("rejected"), "payment_rejected", None, True, False),
+        (
+            booking(status="scheduled", paymentId="111", googleEventId="e"),
+            BOOKING,
+            payment(),
+            "already_scheduled",
+            None,
+            False,
+            False,
+        ),
+        (
+            booking(status="scheduled", paymentId="111", googleEventId="e"),
+            BOOKING,
+            payment("in_process"),
+            "payment_in_process_ignored",
+            None,
+            False,
+            False,
+        ),
+        (
+            booking(status="cancelled"),
+            None,
+            payment(),
+            "booking_cancelled",
+            "paid_cancelled_booking",
+            False,
+            False,
+        ),
+        (
+            booking(status="paid", paymentId="111", calendarStatus="pending_creation"),
+            BOOKING,
+            payment(),
+            "scheduled",
+            None,
+            True,
+            True,
+        ),
+    ],
+)
+def test_what_a_payment_means_for_its_booking(
+    data: dict[str, Any] | None,
+    claimed_by: str | None,
+    paid: Payment,
+    outcome: str,
+    issue: str | None,
+    writes: bool,
+    creates_event: bool,
+) -> None:
+    decision = decide_payment(BOOKING, data, claimed_by, paid)
+    assert decision.outcome == outcome
+    assert (decision.issue.kind if decision.issue else None) == issue
+    assert bool(decision.fields) == writes
+    assert decision.create_event == creates_event
+
+
+def test_an_approved_payment_claims_itself_only_once() -> None:
+    first = decide_payment(BOOKING, booking(), None, payment())
+    retry = decide_payment(BOOKING, booking(status="paid", paymentId="111"), BOOKING, payment())
+    assert first.claim and not retry.claim
+
+
+def test_a_refund_after_the_event_puts_a_paid_booking_on_hold() -> None:
+    data = booking(status="paid", paymentId="111", paymentStatus="approved")
+    decision = decide_payment(BOOKING, data, BOOKING, payment("refunded"))
+    assert decision.outcome == "payment_refunded"
+    assert decision.fields is not None
+    assert decision.fields["needsAttention"] == "payment_refunded"
+    assert decision.fields["calendarStatus"] == CalendarStatus.ON_HOLD
+
+
+def test_a_refund_of_a_scheduled_class_asks_an_admin() -> None:
+    data = booking(status="scheduled", paymentId="111", googleEventId="e")
+    decision = decide_payment(BOOKING, data, BOOKING, payment("charged_back"))
+    assert decision.fields is not None
+    assert decision.fields["needsAttention"] == "payment_charged_back"
+    assert "calendarStatus" not in decision.fields
+
+
+def test_a_created_event_schedules_the_booking_with_its_meet_link() -> None:
+    decision = decide_payment(BOOKING, booking(), None, payment())
+    scheduled = decision.with_event(ClassEvent.from_event(event()))
+    assert scheduled.fields is not None
+    assert scheduled.fields["status"] == BookingStatus.SCHEDULED
+    assert scheduled.fields["meetLink"] == "https://meet.google.com/abc-defg-hij"
+    assert scheduled.fields["calendarError"] is REMOVE
+    assert scheduled.fields["updatedAt"] is SERVER_TIME
+    assert scheduled.fields["paymentId"] == "111"
+    assert not scheduled.create_event and scheduled.event is not None
+
+
+def test_adopting_a_cancelled_event_cancels_the_paid_booking() -> None:
+    data = booking(status="paid", paymentId="111", calendarStatus="pending_creation")
+    decision = decide_payment(BOOKING, data, BOOKING, payment())
+    cancelled = decision.with_event(ClassEvent.from_event(event(status="cancelled")))
+    assert cancelled.fields is not None
+    assert cancelled.fields["status"] == BookingStatus.CANCELLED
+    assert cancelled.fields["needsAttention"] == "event_cancelled"
+
+
+def test_a_failed_meet_conference_needs_an_admin() -> None:
+    failed = event(
+        hangoutLink=None, conferenceData={"createRequest": {"status": {"statusCode": "failure"}}}
+    )
+    scheduled = decide_payment(BOOKING, booking(), None, payment()).with_event(
+        ClassEvent.from_event(failed)
+    )
+    assert scheduled.fields is not None
+    assert scheduled.fields["needsAttention"] == "meet_link_failed"
+
+
+@pytest.mark.parametrize(
+    ("status", "issue"),
+    [(CalendarStatus.PENDING_CREATION, None), (CalendarStatus.REJECTED, "calendar_rejected")],
+)
+def test_a_paid_booking_without_event_says_why_it_waits(
+    status: CalendarStatus, issue: str | None
+) -> None:
+    decision = decide_payment(BOOKING, booking(), None, payment())
+    waiting = decision.without_event("calendar_rejected", "Google said no", status)
+    assert waiting.fields is not None
+    assert waiting.fields["status"] == BookingStatus.PAID
+    assert waiting.fields["calendarStatus"] == status
+    assert waiting.claim
+    assert (waiting.issue.kind if waiting.issue else None) == issue
+
+
+@pytest.mark.parametrize(
+    ("data", "outcome"),
+    [
+        (
+            booking(status="paid", calendarStatus="pending_creation", paymentStatus="approved"),
+            "scheduled",
+        ),
+        (
+            booking(status="paid", calendarStatus="pending_creation", paymentStatus="refunded"),
+            "on_hold",
+        ),
+        (
+            booking(
+                status="paid",
+                calendarStatus="pending_creation",
+                paymentStatus="approved",
+                needsAttention="payment_refunded",
+            ),
+            "on_hold",
+        ),
+        (booking(status="scheduled", calendarStatus="confirmed"), "settled_meanwhile"),
+        (booking(status="paid", calendarStatus="on_hold"), "settled_meanwhile"),
+    ],
+)
+def test_what_reconcile_does_with_a_paid_booking(data: dict[str, Any], outcome: str) -> None:
+    decision = decide_reconcile(BookingValue.from_document(BOOKING, data))
+    assert decision.outcome == outcome
+    assert decision.create_event == (outcome == "scheduled")
+
+
+# -- event changes ------------------------------------------------------------------------
+
+
+def scheduled_booking(**overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "status": "scheduled",
+        "googleEventId": event_id_for_booking(BOOKING),
+        "calendarStatus": "confirmed",
+        **overrides,
+    }
+    return booking(**fields)
+
+
+def test_an_unchanged_event_changes_nothing() -> None:
+    assert decide_event_change(BOOKING, scheduled_booking(), event()) is None
+
+
+def test_a_cancelled_event_cancels_its_booking_and_asks_an_admin() -> None:
+    change = decide_event_change(BOOKING, scheduled_booking(), event(status="cancelled"))
+    assert change is not None
+    assert change.kinds == ["cancelled"]
+    assert change.fields["status"] == BookingStatus.CANCELLED
+    assert change.fields["needsAttention"] == "event_cancelled"
+    assert change.record["previousStatus"] == "scheduled"
+
+
+def test_a_moved_event_moves_the_class_in_buenos_aires_time() -> None:
+    moved = event(
+        start={"dateTime": "2026-12-02T21:00:00Z"}, end={"dateTime": "2026-12-02T22:00:00Z"}
+    )
+    change = decide_event_change(BOOKING, scheduled_booking(), moved)
+    assert change is not None
+    assert change.kinds == ["moved"]
+    assert change.fields["start"] == "2026-12-02T18:00:00-03:00"
+    assert change.record["previousStart"] == "2026-12-01T18:00:00-03:00"
+
+
+def test_a_restored_event_is_flagged_for_an_admin() -> None:
+    data = scheduled_booking(status="cancelled", calendarStatus="cancelled")
+    change = decide_event_change(BOOKING, data, event())
+    assert change is not None
+    assert change.kinds == ["restored"]
+    assert change.fields["needsAttention"] == "event_restored"
+
+
+def test_an_attendee_answer_is_recorded() -> None:
+    answered = event(attendees=[{"email": "Luis@example.com", "responseStatus": "accepted"}])
+    change = decide_event_change(BOOKING, scheduled_booking(), answered)
+    assert change is not None
+    assert change.fields["attendeeResponses"] == {"luis@example.com": "accepted"}
+
+
+def test_an_older_version_of_the_event_is_ignored() -> None:
+    data = scheduled_booking(calendarUpdated="2026-11-30T00:00:00Z")
+    assert decide_event_change(BOOKING, data, event(status="cancelled")) is None
+
+
+def test_a_copy_of_the_event_never_changes_the_booking() -> None:
+    copy = event(id="somethingelse0")
+    assert decide_event_change(BOOKING, scheduled_booking(), copy.copy()) is None
+
+
+# -- the table ------------------------------------------------------------------------------
+
+
+def test_readme_transition_table_is_the_code_table() -> None:
+    section = README.read_text().split("### Booking states", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| (.*?) \|$", section, flags=re.MULTILINE)
+    documented = {
+        BookingStatus(source): frozenset(BookingStatus(t) for t in re.findall(r"`(\w+)`", targets))
+        for source, targets in rows
+    }
+    assert documented == TRANSITIONS
