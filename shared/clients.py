@@ -18,6 +18,15 @@ from google.cloud import firestore, secretmanager
 
 from shared.config import get_settings
 
+__all__ = [
+    "firestore_client",
+    "http_session",
+    "lazy",
+    "on_reset",
+    "reset_clients",
+    "secret_manager_client",
+]
+
 T = TypeVar("T")
 
 _lock = threading.RLock()

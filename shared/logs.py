@@ -19,6 +19,8 @@ from typing import Any
 
 from shared.config import get_settings
 
+__all__ = ["bind", "error", "info", "log", "request_context", "trace_field", "warning"]
+
 _lock = threading.Lock()
 _request_fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "request_fields", default=None

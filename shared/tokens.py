@@ -34,9 +34,22 @@ from shared import logs, store
 from shared.bookings import SERVER_TIME
 from shared.clients import firestore_client, lazy
 from shared.config import get_settings
-from shared.errors import PlatformError, ReauthorizationRequired, TransientUpstreamError
+from shared.errors import PlatformError, ReauthorizationRequired
 from shared.secrets import add_secret_version, read_secret
-from shared.upstream import Deadline
+from shared.upstream import Deadline, Upstream, translate
+
+__all__ = [
+    "CALENDAR_SCOPES",
+    "INTEGRATION_COLLECTION",
+    "INTEGRATION_ID",
+    "RefreshTokenCredentials",
+    "ServiceAccountCredentials",
+    "calendar_credentials",
+    "forget_calendar_grant",
+    "integration_status_ref",
+    "oauth_client_config",
+    "record_integration_status",
+]
 
 CALENDAR_SCOPES: tuple[str, ...] = (
     "https://www.googleapis.com/auth/calendar.events",
@@ -214,11 +227,9 @@ class RefreshTokenCredentials(_OneRefreshAtATime):
                 raise _InvalidGrant from None
             if code in ("invalid_client", "unauthorized_client"):
                 logs.error("Google rejected the OAuth client; check its Secret Manager JSON")
-            raise TransientUpstreamError(
-                f"Google token endpoint refused a refresh ({code or 'unknown error'})"
-            ) from exc
+            raise translate(exc, Upstream.GOOGLE_OAUTH, f"refresh ({code or 'unknown'})") from exc
         except ga_exceptions.TransportError as exc:
-            raise TransientUpstreamError("Google token endpoint unreachable") from exc
+            raise translate(exc, Upstream.GOOGLE_OAUTH, "refresh") from exc
         return inner
 
     def _reject(self, refresh_token: str) -> ReauthorizationRequired:
@@ -256,7 +267,7 @@ class ServiceAccountCredentials(_OneRefreshAtATime):
             self._inner.refresh(request)  # type: ignore[no-untyped-call]
         except ga_exceptions.RefreshError as exc:
             if exc.retryable:
-                raise TransientUpstreamError("Google token endpoint unavailable") from exc
+                raise translate(exc, Upstream.GOOGLE_OAUTH, "service account token") from exc
             raise self._unusable(
                 "the service account cannot get a Calendar token; check its key and its "
                 "domain-wide delegation",
@@ -265,7 +276,7 @@ class ServiceAccountCredentials(_OneRefreshAtATime):
                 reason=_error_code(exc) or "refused",
             ) from exc
         except ga_exceptions.TransportError as exc:
-            raise TransientUpstreamError("Google token endpoint unreachable") from exc
+            raise translate(exc, Upstream.GOOGLE_OAUTH, "service account token") from exc
         self.token = self._inner.token
         self.expiry = self._inner.expiry
         self._usable_again(status="connected", mode="service_account")

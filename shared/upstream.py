@@ -93,6 +93,7 @@ _ALWAYS_TRANSIENT: tuple[type[gexc.GoogleAPICallError], ...] = (
 )
 FOREIGN: tuple[type[BaseException], ...] = (
     HttpError,
+    auth_exceptions.RefreshError,
     gexc.GoogleAPICallError,
     gexc.RetryError,
     *_UNREACHABLE,
@@ -150,6 +151,10 @@ def translate(exc: BaseException, upstream: Upstream, what: str) -> PlatformErro
         if cause is not None and cause is not exc:
             return translate(cause, upstream, what)
         return TransientUpstreamError(f"{upstream} kept failing: {what}", upstream=upstream.value)
+    if isinstance(exc, auth_exceptions.RefreshError):
+        # google-auth marks 5xx and 429 answers of the token endpoint as retryable.
+        kind = TransientUpstreamError if exc.retryable else CredentialsRejected
+        return kind(f"{upstream} refused a token refresh: {what}", upstream=upstream.value)
     if isinstance(exc, _ALWAYS_TRANSIENT):
         return TransientUpstreamError(
             f"{upstream} unavailable ({type(exc).__name__}): {what}", upstream=upstream.value

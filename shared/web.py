@@ -27,6 +27,16 @@ from shared.errors import (
     http_answer,
 )
 
+__all__ = [
+    "Handled",
+    "Handler",
+    "answer_error",
+    "endpoint",
+    "json_response",
+    "lower_headers",
+    "read_body",
+]
+
 
 @dataclass
 class Handled:
