@@ -33,8 +33,9 @@ from shared.errors import UnprocessableNotification
 
 __all__ = [
     "APPROVED",
+    "ENDED",
     "REMOVE",
-    "REVERSED_STATUSES",
+    "REVERSALS",
     "SERVER_TIME",
     "TRANSITIONS",
     "Booking",
@@ -68,23 +69,33 @@ REMOVE: Final = _Marker.REMOVE
 """Delete the field."""
 
 APPROVED = "approved"
-REVERSED_STATUSES = frozenset({"refunded", "charged_back", "cancelled"})
-"""Mercado Pago statuses that take the money back from a payment that was approved."""
 
 
 class BookingStatus(enum.StrEnum):
     AWAITING_PAYMENT = "awaiting_payment"
     PAID = "paid"
     SCHEDULED = "scheduled"
-    CANCELLED = "cancelled"
+    CANCELLED = "cancelled"  # by an admin, in Google Calendar, or its payment was cancelled
+    REFUNDED = "refunded"  # the payment was refunded: the class is cancelled
+    CHARGED_BACK = "charged_back"  # the payer disputed the payment: the class is cancelled
 
 
+ENDED = frozenset({BookingStatus.CANCELLED, BookingStatus.REFUNDED, BookingStatus.CHARGED_BACK})
 TRANSITIONS: dict[BookingStatus, frozenset[BookingStatus]] = {
-    BookingStatus.AWAITING_PAYMENT: frozenset({BookingStatus.PAID, BookingStatus.SCHEDULED}),
-    BookingStatus.PAID: frozenset({BookingStatus.SCHEDULED, BookingStatus.CANCELLED}),
-    BookingStatus.SCHEDULED: frozenset({BookingStatus.CANCELLED}),
+    BookingStatus.AWAITING_PAYMENT: frozenset({BookingStatus.PAID, BookingStatus.SCHEDULED})
+    | ENDED,
+    BookingStatus.PAID: frozenset({BookingStatus.SCHEDULED}) | ENDED,
+    BookingStatus.SCHEDULED: ENDED,
     BookingStatus.CANCELLED: frozenset(),
+    BookingStatus.REFUNDED: frozenset(),
+    BookingStatus.CHARGED_BACK: frozenset(),
 }
+REVERSALS: dict[str, BookingStatus] = {
+    "refunded": BookingStatus.REFUNDED,
+    "charged_back": BookingStatus.CHARGED_BACK,
+    "cancelled": BookingStatus.CANCELLED,
+}
+"""Mercado Pago statuses that take a payment back, and the state they leave its booking in."""
 
 
 class CalendarStatus(enum.StrEnum):
@@ -173,6 +184,7 @@ class Booking:
     google_event_id: str
     calendar_status: str
     needs_attention: str
+    amount_refunded: str = ""
 
     @classmethod
     def from_document(cls, booking_id: str, data: dict[str, Any]) -> Booking:
@@ -198,6 +210,7 @@ class Booking:
             google_event_id=str(data.get("googleEventId") or ""),
             calendar_status=str(data.get("calendarStatus") or ""),
             needs_attention=str(data.get("needsAttention") or ""),
+            amount_refunded=str(data.get("amountRefunded") or ""),
         )
 
     def zone(self) -> ZoneInfo:
@@ -253,10 +266,16 @@ class Payment:
     currency: str
     order_id: str
     date_approved: str | None
+    amount_refunded: Decimal = Decimal(0)
 
     @property
     def approved(self) -> bool:
         return self.status == APPROVED
+
+    @property
+    def partly_refunded(self) -> bool:
+        """Approved, with part of it given back: the class stays, an admin is told."""
+        return self.approved and self.amount_refunded > 0
 
 
 @dataclass(frozen=True)
@@ -312,9 +331,14 @@ class Issue:
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do with one booking: the fields to commit (guarded by the booking's read),
-    whether the payment's claim is created in the same commit, an issue for admins, and
-    whether the class needs its Calendar event first (`create_event`)."""
+    """What to do with one booking, decided from one read of it.
+
+    `fields` are committed guarded by that read (with the payment's claim when `claim`);
+    `issue` is recorded for admins; before the commit comes the Calendar work:
+    `create_event` (the class needs its event), `cancel_event` (this event is cancelled and
+    its guests told), `move_to` (the event moves to these times); `refund` asks Mercado Pago
+    to refund the booking's payment.
+    """
 
     outcome: str
     booking: Booking | None = None
@@ -323,6 +347,9 @@ class Decision:
     issue: Issue | None = None
     create_event: bool = False
     event: ClassEvent | None = None
+    cancel_event: str = ""
+    move_to: tuple[datetime, datetime] | None = None
+    refund: bool = False
 
     def with_event(self, event: ClassEvent) -> Decision:
         """The event exists: the booking is scheduled with it (or cancelled, if it is)."""
@@ -343,15 +370,56 @@ class Decision:
         )
         return replace(self, outcome=outcome, fields=fields, issue=issue, create_event=False)
 
+    def cancelling(self, event_id: str) -> Decision:
+        """Also cancel `event_id` (if it exists) before the commit."""
+        return replace(self, cancel_event=event_id)
+
+    def with_cancelled(self, event: ClassEvent | None) -> Decision:
+        """The cancel is done: the booking records its cancelled event (and keeps its Meet
+        link for the record); nothing to record when no event existed."""
+        event_id = event.event_id if event else self.booking.google_event_id if self.booking else ""
+        if not event_id:
+            return replace(self, cancel_event="")
+        fields = {
+            **(self.fields or {}),
+            "googleEventId": event_id,
+            "calendarStatus": CalendarStatus.CANCELLED.value,
+            "calendarCancelledAt": SERVER_TIME,
+            "updatedAt": SERVER_TIME,
+        }
+        if event is not None and event.meet_link:
+            fields["meetLink"] = event.meet_link
+        return replace(self, fields=fields, cancel_event="")
+
 
 def decide_payment(
-    booking_id: str, data: dict[str, Any] | None, claimed_by: str | None, payment: Payment
+    booking_id: str,
+    data: dict[str, Any] | None,
+    claimed_by: str | None,
+    payment: Payment,
+    created_event_id: str = "",
 ) -> Decision:
     """What `payment` means for the booking it names (`data` None: no such booking).
 
     `claimed_by` is the booking the payment's claim already points at, if any: one payment
-    never pays for two bookings.
+    never pays for two bookings. `created_event_id` is the booking's event when this
+    delivery created it in an earlier attempt whose commit lost a race: unless the booking
+    still wants its class, that event is cancelled, so a refund that overtook the approval
+    never leaves a live class behind.
     """
+    decision = _payment_decision(booking_id, data, claimed_by, payment)
+    booking = decision.booking
+    keeps_event = decision.create_event or (
+        booking is not None and booking.status == BookingStatus.SCHEDULED
+    )
+    if created_event_id and not keeps_event and not decision.cancel_event:
+        return decision.cancelling(created_event_id)
+    return decision
+
+
+def _payment_decision(
+    booking_id: str, data: dict[str, Any] | None, claimed_by: str | None, payment: Payment
+) -> Decision:
     if data is None:
         return Decision(
             "unknown_booking",
@@ -385,7 +453,7 @@ def decide_payment(
     if (
         booking.payment_id
         and booking.payment_id != payment.id
-        and booking.status in (BookingStatus.PAID, BookingStatus.SCHEDULED)
+        and booking.status != BookingStatus.AWAITING_PAYMENT
     ):
         issue = (
             Issue("booking_paid_twice", {**about, "firstPaymentId": booking.payment_id})
@@ -393,26 +461,69 @@ def decide_payment(
             else None
         )
         return Decision("booking_paid_by_other_payment", booking, issue=issue)
+    if booking.status in ENDED:
+        return _ended(booking, payment)
+    if payment.status in REVERSALS:
+        return _reversed(booking, payment)
     if not payment.approved:
-        return _payment_state(booking, payment)
-    if booking.status == BookingStatus.SCHEDULED and booking.google_event_id:
-        return Decision("already_scheduled", booking)
-    if booking.status == BookingStatus.CANCELLED:
-        return Decision("booking_cancelled", booking, issue=Issue("paid_cancelled_booking", about))
-    paid = {**_payment_fields(payment), "paidAt": _paid_at(payment)}
-    return Decision("scheduled", booking, paid, claim=claimed_by is None, create_event=True)
-
-
-def _payment_state(booking: Booking, payment: Payment) -> Decision:
-    """A payment that is not approved changes the booking's payment state, nothing else."""
-    fields = _payment_fields(payment)
-    if booking.status != BookingStatus.AWAITING_PAYMENT:
-        if booking.payment_id != payment.id or payment.status not in REVERSED_STATUSES:
+        if booking.status != BookingStatus.AWAITING_PAYMENT:
             return Decision(f"payment_{payment.status}_ignored", booking)
-        fields["needsAttention"] = f"payment_{payment.status}"
-        if booking.status == BookingStatus.PAID:
-            fields["calendarStatus"] = CalendarStatus.ON_HOLD.value  # nothing left to schedule
-    return Decision(f"payment_{payment.status or 'unknown'}", booking, fields)
+        return Decision(f"payment_{payment.status or 'unknown'}", booking, _payment_fields(payment))
+    partial = _partial_refund(booking, payment)
+    if booking.status == BookingStatus.SCHEDULED and booking.google_event_id:
+        fields = {**_payment_fields(payment), "amountRefunded": str(payment.amount_refunded)}
+        return Decision("already_scheduled", booking, fields if partial else None, issue=partial)
+    paid = {**_payment_fields(payment), "paidAt": _paid_at(payment)}
+    if partial:
+        paid["amountRefunded"] = str(payment.amount_refunded)
+    return Decision(
+        "scheduled", booking, paid, claim=claimed_by is None, create_event=True, issue=partial
+    )
+
+
+def _partial_refund(booking: Booking, payment: Payment) -> Issue | None:
+    """Part of an approved payment given back: the class stays, an admin is told (once per
+    amount: the booking records what was refunded)."""
+    if not payment.partly_refunded or str(payment.amount_refunded) == booking.amount_refunded:
+        return None
+    return Issue(
+        "partial_refund", {"bookingId": booking.id, "refunded": str(payment.amount_refunded)}
+    )
+
+
+def _reversed(booking: Booking, payment: Payment) -> Decision:
+    """A payment taken back: the class is cancelled and its guests told.
+
+    A cancelled payment of a booking still awaiting payment is only a failed attempt (an
+    expired voucher, say): the student may still pay, so the booking stays open.
+    """
+    fields = _payment_fields(payment)
+    if booking.status == BookingStatus.AWAITING_PAYMENT and payment.status == "cancelled":
+        return Decision(f"payment_{payment.status}", booking, fields)
+    ended = REVERSALS[payment.status]
+    fields.update({"status": ended.value, "endedAt": SERVER_TIME})
+    if ended == BookingStatus.CHARGED_BACK:
+        fields["needsAttention"] = "payment_charged_back"  # a dispute an admin may contest
+    decision = Decision(f"payment_{payment.status}", booking, fields)
+    if booking.calendar_status == CalendarStatus.CANCELLED:
+        return decision
+    # Without a linked event, look for the booking's own: a delivery may be creating it.
+    return decision.cancelling(booking.google_event_id or event_id_for_booking(booking.id))
+
+
+def _ended(booking: Booking, payment: Payment) -> Decision:
+    """A booking already cancelled or refunded keeps no class; the payment's news is kept."""
+    fields: dict[str, Any] | None = None
+    issue = None
+    if payment.status in REVERSALS and payment.status != booking.payment_status:
+        fields = _payment_fields(payment)  # e.g. the refund of a class an admin cancelled
+    elif payment.approved and not booking.payment_id:
+        fields = _payment_fields(payment)  # paid after it was cancelled: an admin refunds
+        issue = Issue("paid_cancelled_booking", {"bookingId": booking.id})
+    decision = Decision(f"booking_{booking.status.value}", booking, fields, issue=issue)
+    if booking.google_event_id and booking.calendar_status != CalendarStatus.CANCELLED:
+        return decision.cancelling(booking.google_event_id)  # an earlier cancel did not finish
+    return decision
 
 
 def _payment_fields(payment: Payment) -> dict[str, Any]:
@@ -463,17 +574,21 @@ def conference_fields(event: ClassEvent) -> dict[str, Any]:
     return fields
 
 
-def decide_reconcile(booking: Booking) -> Decision:
+def decide_reconcile(booking: Booking, created_event_id: str = "") -> Decision:
     """A paid booking without an event: create it, unless its payment no longer stands
-    (or a delivery settled it meanwhile)."""
+    (or a delivery settled it meanwhile). `created_event_id`: as in `decide_payment`."""
     if (
         booking.status != BookingStatus.PAID
         or booking.calendar_status != CalendarStatus.PENDING_CREATION
     ):
-        return Decision("settled_meanwhile", booking)
+        decision = Decision("settled_meanwhile", booking)
+        if created_event_id and booking.status != BookingStatus.SCHEDULED:
+            return decision.cancelling(created_event_id)
+        return decision
     if booking.payment_status != APPROVED or booking.needs_attention:
         fields = {"calendarStatus": CalendarStatus.ON_HOLD.value, "updatedAt": SERVER_TIME}
-        return Decision("on_hold", booking, fields)
+        decision = Decision("on_hold", booking, fields)
+        return decision.cancelling(created_event_id) if created_event_id else decision
     return Decision("scheduled", booking, {}, create_event=True)
 
 

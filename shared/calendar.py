@@ -12,20 +12,29 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import google_auth_httplib2
 import httplib2
 from googleapiclient import discovery
 
-from shared.bookings import Booking, ClassEvent, event_id_for_booking
+from shared.bookings import Booking, CalendarStatus, ClassEvent, event_id_for_booking
 from shared.clients import lazy
 from shared.config import get_settings
-from shared.errors import PermanentUpstreamError, UpstreamConflict
+from shared.errors import PermanentUpstreamError, UpstreamConflict, UpstreamGone, UpstreamNotFound
 from shared.tokens import calendar_credentials
 from shared.upstream import Deadline, Upstream, call
 
-__all__ = ["MEET", "CalendarApi", "calendar_api", "class_event_body", "ensure_class_event"]
+__all__ = [
+    "MEET",
+    "CalendarApi",
+    "calendar_api",
+    "cancel_event",
+    "class_event_body",
+    "ensure_class_event",
+    "move_event",
+]
 
 MEET = "hangoutsMeet"
 
@@ -154,6 +163,24 @@ class CalendarApi:
         )
         return result
 
+    def patch_event(
+        self, event_id: str, changes: dict[str, Any], deadline: Deadline
+    ) -> dict[str, Any]:
+        """Change an event and tell its guests; `conferenceDataVersion=1` keeps the Meet link
+        (without it Google drops conference changes on a modifying call)."""
+        result: dict[str, Any] = self.call(
+            lambda s: s.events().patch(
+                calendarId=self.calendar_id,
+                eventId=event_id,
+                body=changes,
+                conferenceDataVersion=1,
+                sendUpdates="all",
+            ),
+            deadline,
+            "patch event",
+        )
+        return result
+
     def watch_events(self, channel: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
         """Open a push channel on the calendar's events; the answer holds the real expiration."""
         result: dict[str, Any] = self.call(
@@ -238,3 +265,27 @@ def ensure_class_event(booking: Booking, payment_id: str, deadline: Deadline) ->
     if event.booking_id and event.booking_id != booking.id:
         raise PermanentUpstreamError(f"event {event.event_id} belongs to another booking")
     return event
+
+
+def cancel_event(event_id: str, deadline: Deadline) -> ClassEvent | None:
+    """Cancel the event and tell its guests, once: a cancelled or missing one is left alone
+    (None when it does not exist), so a repeated cancel emails nobody twice."""
+    api = calendar_api()
+    try:
+        event = ClassEvent.from_event(api.get_event(event_id, deadline))
+    except (UpstreamNotFound, UpstreamGone):
+        return None
+    if event.status == CalendarStatus.CANCELLED:
+        return event
+    return ClassEvent.from_event(api.patch_event(event_id, {"status": "cancelled"}, deadline))
+
+
+def move_event(
+    booking: Booking, start: datetime, end: datetime, deadline: Deadline
+) -> dict[str, Any]:
+    """Move the booking's event to new times (the guests are told; the Meet link stays)."""
+    changes = {
+        "start": {"dateTime": start.isoformat(), "timeZone": booking.time_zone},
+        "end": {"dateTime": end.isoformat(), "timeZone": booking.time_zone},
+    }
+    return calendar_api().patch_event(booking.google_event_id, changes, deadline)

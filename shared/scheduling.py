@@ -32,7 +32,7 @@ from shared.bookings import (
     decide_payment,
     decide_reconcile,
 )
-from shared.calendar import calendar_api, ensure_class_event
+from shared.calendar import calendar_api, cancel_event, ensure_class_event
 from shared.errors import (
     PermanentUpstreamError,
     PlatformError,
@@ -75,8 +75,10 @@ class Outcome:
 
 def apply_payment_notification(note: PaymentNotification, deadline: Deadline) -> Outcome:
     """Read the payment from Mercado Pago and bring its booking up to date."""
+    created = ""  # the booking's event, once an attempt of this delivery created or adopted it
 
     def attempt() -> Outcome:
+        nonlocal created
         try:
             payment, preference_id = read_payment(note.payment_id, deadline)
         except UpstreamNotFound:
@@ -88,9 +90,12 @@ def apply_payment_notification(note: PaymentNotification, deadline: Deadline) ->
         )
         if read.data is not None:
             logs.bind(booking_id=read.booking_id)
-        decision = decide_payment(read.booking_id, read.data, read.claimed_by, payment)
+        decision = decide_payment(read.booking_id, read.data, read.claimed_by, payment, created)
         if decision.create_event:
             decision = _create_event(read, decision, payment.id, deadline)
+            created = decision.event.event_id if decision.event else created
+        if decision.cancel_event:
+            decision = decision.with_cancelled(cancel_event(decision.cancel_event, deadline))
         _write(read, decision, payment.id, deadline)
         return Outcome(decision.outcome, payment.id, read.booking_id, decision.event)
 
@@ -168,7 +173,7 @@ def reconcile_bookings(deadline: Deadline, limit: int = RECONCILE_LIMIT) -> list
     """
     waiting, meet_pending = store.bookings_to_reconcile(limit, deadline)
     outcomes: list[Outcome] = []
-    steps: list[tuple[store.BookingRead, Step]] = [(r, _reconcile_waiting) for r in waiting]
+    steps: list[tuple[store.BookingRead, Step]] = [(r, _reconciling_waiting()) for r in waiting]
     steps += [(r, _reconcile_meet) for r in meet_pending]
     for first_read, step in steps:
         if deadline.remaining() < 2.0:
@@ -209,24 +214,35 @@ def _fresh_after_first(
     return attempt
 
 
-def _reconcile_waiting(read: store.BookingRead, booking: Booking, deadline: Deadline) -> Outcome:
-    decision = decide_reconcile(booking)
-    if decision.create_event:
-        try:
-            event = ensure_class_event(booking, booking.payment_id, deadline)
-        except (InvalidBooking, PermanentUpstreamError) as exc:
-            logs.error(
-                "Google Calendar rejected the class event",
-                booking_id=booking.id,
-                detail=exc.message,
-            )
-            decision = decision.without_event(
-                "calendar_rejected", exc.message, CalendarStatus.REJECTED
-            )
-        else:
-            decision = decision.with_event(event)
-    _write(read, decision, booking.payment_id, deadline)
-    return Outcome(decision.outcome, booking.payment_id, booking.id, decision.event)
+def _reconciling_waiting() -> Step:
+    """The step for a paid booking without event; it remembers the event it created, so a
+    retry after a lost race cancels it if the booking no longer wants its class."""
+    created = ""
+
+    def step(read: store.BookingRead, booking: Booking, deadline: Deadline) -> Outcome:
+        nonlocal created
+        decision = decide_reconcile(booking, created)
+        if decision.create_event:
+            try:
+                decision = decision.with_event(
+                    ensure_class_event(booking, booking.payment_id, deadline)
+                )
+                created = decision.event.event_id if decision.event else created
+            except (InvalidBooking, PermanentUpstreamError) as exc:
+                logs.error(
+                    "Google Calendar rejected the class event",
+                    booking_id=booking.id,
+                    detail=exc.message,
+                )
+                decision = decision.without_event(
+                    "calendar_rejected", exc.message, CalendarStatus.REJECTED
+                )
+        if decision.cancel_event:
+            decision = decision.with_cancelled(cancel_event(decision.cancel_event, deadline))
+        _write(read, decision, booking.payment_id, deadline)
+        return Outcome(decision.outcome, booking.payment_id, booking.id, decision.event)
+
+    return step
 
 
 def _reconcile_meet(read: store.BookingRead, booking: Booking, deadline: Deadline) -> Outcome:

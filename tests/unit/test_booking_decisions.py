@@ -153,6 +153,15 @@ def event(**overrides: Any) -> dict[str, Any]:
             payment(),
             "booking_cancelled",
             "paid_cancelled_booking",
+            True,
+            False,
+        ),
+        (
+            booking(status="refunded", paymentId="111", paymentStatus="refunded"),
+            BOOKING,
+            payment(),
+            "booking_refunded",
+            None,
             False,
             False,
         ),
@@ -189,21 +198,87 @@ def test_an_approved_payment_claims_itself_only_once() -> None:
     assert first.claim and not retry.claim
 
 
-def test_a_refund_after_the_event_puts_a_paid_booking_on_hold() -> None:
+def test_a_refund_before_the_event_exists_ends_the_booking_without_a_class() -> None:
     data = booking(status="paid", paymentId="111", paymentStatus="approved")
     decision = decide_payment(BOOKING, data, BOOKING, payment("refunded"))
     assert decision.outcome == "payment_refunded"
     assert decision.fields is not None
-    assert decision.fields["needsAttention"] == "payment_refunded"
-    assert decision.fields["calendarStatus"] == CalendarStatus.ON_HOLD
+    assert decision.fields["status"] == BookingStatus.REFUNDED
+    assert not decision.create_event
+    assert decision.cancel_event == event_id_for_booking(BOOKING)  # one may be on its way
+    assert "calendarStatus" not in (decision.with_cancelled(None).fields or {})
 
 
-def test_a_refund_of_a_scheduled_class_asks_an_admin() -> None:
-    data = booking(status="scheduled", paymentId="111", googleEventId="e")
-    decision = decide_payment(BOOKING, data, BOOKING, payment("charged_back"))
+@pytest.mark.parametrize(
+    ("status", "ended", "attention"),
+    [
+        ("refunded", BookingStatus.REFUNDED, None),
+        ("charged_back", BookingStatus.CHARGED_BACK, "payment_charged_back"),
+    ],
+)
+def test_a_reversal_of_a_scheduled_class_cancels_its_event(
+    status: str, ended: BookingStatus, attention: str | None
+) -> None:
+    data = booking(status="scheduled", paymentId="111", googleEventId="e1", meetLink="m")
+    decision = decide_payment(BOOKING, data, BOOKING, payment(status))
+    assert decision.cancel_event == "e1"
+    decision = decision.with_cancelled(ClassEvent.from_event(event(id="e1", status="cancelled")))
     assert decision.fields is not None
-    assert decision.fields["needsAttention"] == "payment_charged_back"
-    assert "calendarStatus" not in decision.fields
+    assert decision.fields["status"] == ended
+    assert decision.fields["calendarStatus"] == CalendarStatus.CANCELLED
+    assert decision.fields.get("needsAttention") == attention
+    assert decision.fields["meetLink"] == "https://meet.google.com/abc-defg-hij"
+
+
+def test_a_repeated_refund_notification_cancels_nothing_twice() -> None:
+    data = booking(
+        status="refunded",
+        paymentId="111",
+        paymentStatus="refunded",
+        googleEventId="e1",
+        calendarStatus="cancelled",
+    )
+    decision = decide_payment(BOOKING, data, BOOKING, payment("refunded"))
+    assert (decision.outcome, decision.fields, decision.cancel_event) == (
+        "booking_refunded",
+        None,
+        "",
+    )
+
+
+def test_an_expired_voucher_leaves_the_booking_open() -> None:
+    decision = decide_payment(BOOKING, booking(), None, payment("cancelled"))
+    assert decision.fields is not None
+    assert "status" not in decision.fields
+
+
+def test_refund_during_event_creation_cancels_the_event_the_approval_created() -> None:
+    refunded = booking(status="refunded", paymentId="111", paymentStatus="refunded")
+    event_id = event_id_for_booking(BOOKING)
+    decision = decide_payment(BOOKING, refunded, BOOKING, payment("refunded"), event_id)
+    assert decision.cancel_event == event_id
+    decision = decision.with_cancelled(ClassEvent.from_event(event(status="cancelled")))
+    assert decision.fields is not None
+    assert decision.fields["calendarStatus"] == CalendarStatus.CANCELLED
+
+
+def test_an_approval_that_lost_to_another_approval_keeps_the_shared_event() -> None:
+    event_id = event_id_for_booking(BOOKING)
+    scheduled = booking(status="scheduled", paymentId="111", googleEventId=event_id)
+    decision = decide_payment(BOOKING, scheduled, BOOKING, payment(), event_id)
+    assert decision.outcome == "already_scheduled"
+    assert not decision.cancel_event
+
+
+def test_a_partial_refund_keeps_the_class_and_tells_an_admin_once() -> None:
+    data = booking(status="scheduled", paymentId="111", googleEventId="e1")
+    partly = payment(amount_refunded=Decimal("5000"))
+    first = decide_payment(BOOKING, data, BOOKING, partly)
+    assert first.outcome == "already_scheduled" and not first.cancel_event
+    assert first.issue is not None and first.issue.kind == "partial_refund"
+    assert first.fields is not None
+    again = decide_payment(BOOKING, {**data, **first.fields}, BOOKING, partly)
+    assert again.issue is None
 
 
 def test_a_created_event_schedules_the_booking_with_its_meet_link() -> None:
