@@ -683,13 +683,15 @@ class CalendarStore:
             # work on a copy so a rejected change leaves the stored event untouched
             record = dataclasses.replace(stored, event=json.loads(json.dumps(stored.event)))
             old_start, old_end = record.start_at, record.end_at
+            was_cancelled = record.event.get("status") == "cancelled"
             self._apply_writable(record, body, replace=replace)
             self._apply_conference(record, body, params, replace=replace)
             if (record.start_at, record.end_at) != (old_start, old_end):
                 record.event["sequence"] = int(record.event.get("sequence", 0)) + 1
             self._commit(record, now_utc())
             self._events[calendar_id][event_id] = record
-            self._invite(record, "update", params)
+            cancelled = not was_cancelled and record.event.get("status") == "cancelled"
+            self._invite(record, "cancel" if cancelled else "update", params)
             self._notify(calendar_id)
             return self._render(record)
 
