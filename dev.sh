@@ -7,30 +7,56 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# The Python that Cloud Functions runs (deploy.sh: python313) is the one dev and CI run.
+PYTHON_MINOR=13
+INSTALL_PYTHON="install Python 3.$PYTHON_MINOR with venv (Debian/Ubuntu: python3.$PYTHON_MINOR python3.$PYTHON_MINOR-venv; or pyenv install 3.$PYTHON_MINOR)"
+
 die() { echo "dev.sh: $*" >&2; exit 1; }
 
+# python3.13 on the PATH, else the newest 3.13.x that pyenv installed (whose python3.13 shim
+# runs only where 3.13 is pyenv's selected version). Sets PYTHON, or stops saying what to install.
+check_python() {
+  local candidate patch best="" best_patch=-1 found=""
+  for candidate in "$(command -v "python3.$PYTHON_MINOR" || true)" \
+    "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3."$PYTHON_MINOR".*/bin/python3."$PYTHON_MINOR"; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] || continue
+    patch=$("$candidate" -c "import sys; v = sys.version_info; print(v[2]) if v[:2] == (3, $PYTHON_MINOR) else sys.exit(1)" 2>/dev/null) || continue
+    found=$candidate
+    "$candidate" -c 'import ensurepip, venv' >/dev/null 2>&1 || continue
+    if [ "$patch" -gt "$best_patch" ]; then best=$candidate best_patch=$patch; fi
+  done
+  if [ -n "$best" ]; then PYTHON=$best; return; fi
+  [ -z "$found" ] || die "Python 3.$PYTHON_MINOR at $found has no venv module: $INSTALL_PYTHON."
+  die "Python 3.$PYTHON_MINOR is missing (the runtime deployed, python3$PYTHON_MINOR): $INSTALL_PYTHON."
+}
+
 check_prerequisites() {
-  local py
-  py=$(command -v python3.11 || command -v python3 || true)
-  [ -n "$py" ] || die "Python 3.11+ is missing: install python3 (3.11 or newer) with venv."
-  "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-    || die "Python 3.11+ is required (found $("$py" --version 2>&1)): install a newer python3."
+  check_python
   command -v java >/dev/null || die "Java is missing: install a JRE 11+ (e.g. openjdk-17-jre-headless); the Firestore emulator needs it."
   command -v gcloud >/dev/null || die "gcloud is missing: install the Google Cloud CLI and its Firestore emulator (gcloud components install cloud-firestore-emulator)."
   local sdk
   sdk=$(dirname "$(dirname "$(readlink -f "$(command -v gcloud)")")")
   ls "$sdk"/platform/cloud-firestore-emulator/cloud_firestore_emulator >/dev/null 2>&1 \
     || die "the Firestore emulator is missing: gcloud components install cloud-firestore-emulator (or the Debian package google-cloud-cli-firestore-emulator)."
-  PYTHON=$py
+}
+
+# A venv in $1 running exactly $PYTHON: one made by another interpreter (Python 3.11 before the
+# move to 3.13, another patch release) is made again from scratch, its stamp with it.
+make_venv() {
+  local dir=$1 want have
+  want=$("$PYTHON" -c 'import sys; print(sys.version)')
+  have=$("$dir/bin/python" -c 'import sys; print(sys.version)' 2>/dev/null || true)
+  if [ "$have" = "$want" ]; then return; fi
+  [ -z "$have" ] || echo "dev.sh: $dir runs Python ${have%% *}, not ${want%% *}: making it again." >&2
+  rm -rf "$dir"
+  "$PYTHON" -m venv "$dir"
 }
 
 ensure_venv() {
   local stamp=.venv/.requirements.sha
   local want
+  make_venv .venv
   want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
-  if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
-  fi
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
     echo "$want" > "$stamp"
@@ -41,9 +67,9 @@ ensure_venv() {
 ensure_audit_venv() {
   local stamp=.venv-audit/.requirements.sha
   local want
+  make_venv .venv-audit
   want=$(sha256sum requirements-audit.txt | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    [ -x .venv-audit/bin/python ] || "$PYTHON" -m venv .venv-audit
     .venv-audit/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-audit.txt
     echo "$want" > "$stamp"
   fi
