@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 
 GCLOUD=${GCLOUD:-gcloud}
 BUILD_DIR=${BUILD_DIR:-build}
-RUNTIME=${RUNTIME:-python312}
+RUNTIME=${RUNTIME:-python313}
 PROJECT=${GOOGLE_CLOUD_PROJECT:-}
 REGION=${REGION:-southamerica-east1}
 TIME_ZONE=America/Argentina/Buenos_Aires

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ SETTINGS: dict[str, dict[str, Any]] = json.loads((INFRA / "functions.json").read
 FUNCTIONS_FRAMEWORK = Path(sys.executable).parent / "functions-framework"
 PLAIN = SerializationOptions(with_comments=False, strip_string_quotes=True)
 MUTATING = ("deploy", "add-invoker-policy-binding", "create", "update", "delete")
+# Cloud Functions runs the interpreter this suite runs on (dev.sh insists on it).
+RUNTIME = f"python{sys.version_info.major}{sys.version_info.minor}"
 
 FAKE_GCLOUD = """#!{python}
 import json, os, sys
@@ -215,7 +218,7 @@ def test_dry_run_prints_every_deploy_and_changes_nothing(fake_gcloud: dict[str, 
         assert f"--entry-point={name}" in line
         assert f"--source={fake_gcloud['BUILD_DIR']}/{name}" in line
         assert f"--service-account=fn-{name.replace('_', '-')}@demo-project." in line
-        assert "--runtime=python312" in line and "--trigger-http" in line
+        assert f"--runtime={RUNTIME}" in line and "--trigger-http" in line
         assert "ADMIN_EMAILS=ana@example.com,luis@example.com" in line
         public = SETTINGS[name]["invoker"] != "scheduler"
         assert ("--allow-unauthenticated" in line) is public
@@ -296,6 +299,17 @@ def test_terraform_declares_the_project_region_calendar_and_admins(
     variables = {name: body for block in terraform["variable"] for name, body in block.items()}
     assert {"project_id", "region", "calendar_id", "admin_emails"} <= set(variables)
     assert variables["region"]["default"] == "southamerica-east1"
+
+
+def test_the_runtime_deployed_is_the_one_tested(terraform: dict[str, list[Any]]) -> None:
+    variables = {name: body for block in terraform["variable"] for name, body in block.items()}
+    assert variables["runtime"]["default"] == RUNTIME
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert (
+        pyproject["tool"]["mypy"]["python_version"]
+        == f"{sys.version_info.major}.{sys.version_info.minor}"
+    )
+    assert f"PYTHON_MINOR={sys.version_info.minor}\n" in (ROOT / "dev.sh").read_text()
 
 
 def test_terraform_creates_every_secret_the_code_reads(terraform: dict[str, list[Any]]) -> None:
