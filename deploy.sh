@@ -102,7 +102,7 @@ stage() {
   tmp=$(mktemp -d "$BUILD_DIR/.stage-$name.XXXXXX")
   cp -RL "functions/$name/." "$tmp/"
   cp -RL shared "$tmp/shared"
-  cp -L requirements.txt "$tmp/requirements.txt"
+  cp -L requirements.txt "$tmp/requirements.txt"  # the lock: every package pinned, with hashes
   find "$tmp" \( -name __pycache__ -o -name '*.pyc' \) -prune -exec rm -rf {} +
   rm -rf "$dest"
   mv "$tmp" "$dest"

@@ -4,6 +4,7 @@
 #   ./dev.sh demo   the paid-booking flow end to end; last line is a JSON summary
 #   ./dev.sh test   the whole suite, plus ruff check, ruff format --check and mypy --strict
 #   ./dev.sh bench  the benchmarks under bench/
+#   ./dev.sh lock   requirements.in -> requirements.txt, requirements-dev.in -> requirements-dev.txt
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -52,13 +53,16 @@ make_venv() {
   "$PYTHON" -m venv "$dir"
 }
 
+# requirements-dev.txt is a lock with hashes (the runtime lock's pins plus the dev tools), so
+# pip installs exactly those files or stops.
 ensure_venv() {
   local stamp=.venv/.requirements.sha
   local want
   make_venv .venv
   want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+      -r requirements-dev.txt
     echo "$want" > "$stamp"
   fi
 }
@@ -73,6 +77,16 @@ ensure_audit_venv() {
     .venv-audit/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-audit.txt
     echo "$want" > "$stamp"
   fi
+}
+
+# Resolve both locks for CPython 3.13 on Linux x86_64 (Cloud Functions' python313 build, and CI),
+# keeping every pin that still fits; extra arguments go to uv, e.g. --upgrade-package NAME.
+lock() {
+  local target=(--python-version "3.$PYTHON_MINOR" --python-platform x86_64-manylinux_2_28
+    --generate-hashes --custom-compile-command "./dev.sh lock")
+  .venv/bin/uv pip compile --quiet "${target[@]}" "$@" requirements.in -o requirements.txt
+  .venv/bin/uv pip compile --quiet "${target[@]}" "$@" requirements-dev.in -c requirements.txt \
+    -o requirements-dev.txt
 }
 
 cmd=${1:-help}
@@ -90,6 +104,9 @@ case "$cmd" in
   bench)
     check_prerequisites; ensure_venv
     for b in bench/*.py; do echo "== $b"; .venv/bin/python "$b" "$@"; done ;;
+  lock)
+    check_python; ensure_venv
+    lock "$@" ;;
   *)
     sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

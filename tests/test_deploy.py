@@ -8,8 +8,10 @@ alone, with nothing of the repository on their path.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -23,6 +25,8 @@ import hcl2
 import pytest
 import requests
 from hcl2.utils import SerializationOptions
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from devstack.stack import function_names
 from shared.config import SecretNames
@@ -200,6 +204,70 @@ def _request_until_up(process: subprocess.Popen[bytes], url: str) -> requests.Re
             if process.poll() is not None or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+# -- the locks -------------------------------------------------------------------------------
+
+
+def _locked(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of a lock; every requirement must be `name==version` + hashes."""
+    locked: dict[str, tuple[str, list[str]]] = {}
+    for line in path.read_text().replace("\\\n", " ").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        spec, *hashes = re.split(r"\s+--hash=", line)
+        requirement = Requirement(spec)
+        pins = list(requirement.specifier)
+        assert len(pins) == 1 and pins[0].operator == "==", f"{path.name}: not pinned: {line}"
+        assert requirement.url is None and not requirement.extras, f"{path.name}: {line}"
+        assert hashes, f"{path.name}: {requirement.name} has no hash"
+        assert all(re.fullmatch("sha256:[0-9a-f]{64}", h) for h in hashes), f"{path.name}: {line}"
+        name = canonicalize_name(requirement.name)
+        assert name not in locked, f"{path.name}: {name} twice"
+        locked[name] = (pins[0].version, hashes)
+    return locked
+
+
+def _direct(path: Path) -> list[Requirement]:
+    """The requirements a hand-edited .in file names, following `-r`."""
+    found: list[Requirement] = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            found += _direct(path.parent / line.removeprefix("-r ").strip())
+        elif line:
+            found.append(Requirement(line))
+    return found
+
+
+@pytest.mark.parametrize("lock", ["requirements.txt", "requirements-dev.txt"])
+def test_every_locked_package_is_pinned_with_a_hash(lock: str) -> None:
+    """pip and Cloud Functions' build then install exactly these files, or stop."""
+    assert len(_locked(ROOT / lock)) > 10
+
+
+@pytest.mark.parametrize(
+    ("source", "lock"),
+    [("requirements.in", "requirements.txt"), ("requirements-dev.in", "requirements-dev.txt")],
+)
+def test_the_lock_holds_every_direct_dependency_at_its_pin(source: str, lock: str) -> None:
+    locked = _locked(ROOT / lock)
+    for requirement in _direct(ROOT / source):
+        name = canonicalize_name(requirement.name)
+        assert name in locked, f"{name} is in {source} but not in {lock}: run ./dev.sh lock"
+        assert requirement.specifier.contains(locked[name][0], prereleases=True), (
+            f"{lock} has {name}=={locked[name][0]}, {source} says {requirement.specifier}: "
+            "run ./dev.sh lock"
+        )
+
+
+def test_the_suite_runs_on_exactly_what_is_deployed() -> None:
+    """The dev lock holds the runtime lock unchanged, and this environment holds the dev lock."""
+    runtime, dev = _locked(ROOT / "requirements.txt"), _locked(ROOT / "requirements-dev.txt")
+    assert {name: runtime[name] for name in runtime} == {name: dev.get(name) for name in runtime}
+    installed = {name: importlib.metadata.version(name) for name in dev}
+    assert installed == {name: version for name, (version, _) in dev.items()}
 
 
 # -- deploy.sh -------------------------------------------------------------------------------
