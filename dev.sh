@@ -19,7 +19,7 @@ die() { echo "dev.sh: $*" >&2; exit 1; }
 check_python() {
   local candidate patch best="" best_patch=-1 found=""
   for candidate in "$(command -v "python3.$PYTHON_MINOR" || true)" \
-    "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3."$PYTHON_MINOR".*/bin/python3."$PYTHON_MINOR"; do
+    "${PYENV_ROOT:-${HOME:-}/.pyenv}"/versions/3."$PYTHON_MINOR".*/bin/python3."$PYTHON_MINOR"; do
     [ -n "$candidate" ] && [ -x "$candidate" ] || continue
     patch=$("$candidate" -c "import sys; v = sys.version_info; print(v[2]) if v[:2] == (3, $PYTHON_MINOR) else sys.exit(1)" 2>/dev/null) || continue
     found=$candidate
