@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 
 GCLOUD=${GCLOUD:-gcloud}
 BUILD_DIR=${BUILD_DIR:-build}
-RUNTIME=${RUNTIME:-python312}
+RUNTIME=${RUNTIME:-python313}
 PROJECT=${GOOGLE_CLOUD_PROJECT:-}
 REGION=${REGION:-southamerica-east1}
 TIME_ZONE=America/Argentina/Buenos_Aires
@@ -102,7 +102,7 @@ stage() {
   tmp=$(mktemp -d "$BUILD_DIR/.stage-$name.XXXXXX")
   cp -RL "functions/$name/." "$tmp/"
   cp -RL shared "$tmp/shared"
-  cp -L requirements.txt "$tmp/requirements.txt"
+  cp -L requirements.txt "$tmp/requirements.txt"  # the lock: every package pinned, with hashes
   find "$tmp" \( -name __pycache__ -o -name '*.pyc' \) -prune -exec rm -rf {} +
   rm -rf "$dest"
   mv "$tmp" "$dest"

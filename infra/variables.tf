@@ -64,7 +64,7 @@ variable "public_calendar_id" {
 variable "runtime" {
   description = "Cloud Functions runtime of every function."
   type        = string
-  default     = "python312"
+  default     = "python313"
 }
 
 variable "build_dir" {

@@ -8,13 +8,16 @@ alone, with nothing of the repository on their path.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,8 @@ import hcl2
 import pytest
 import requests
 from hcl2.utils import SerializationOptions
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from devstack.stack import function_names
 from shared.config import SecretNames
@@ -32,6 +37,8 @@ SETTINGS: dict[str, dict[str, Any]] = json.loads((INFRA / "functions.json").read
 FUNCTIONS_FRAMEWORK = Path(sys.executable).parent / "functions-framework"
 PLAIN = SerializationOptions(with_comments=False, strip_string_quotes=True)
 MUTATING = ("deploy", "add-invoker-policy-binding", "create", "update", "delete")
+# Cloud Functions runs the interpreter this suite runs on (dev.sh insists on it).
+RUNTIME = f"python{sys.version_info.major}{sys.version_info.minor}"
 
 FAKE_GCLOUD = """#!{python}
 import json, os, sys
@@ -199,6 +206,70 @@ def _request_until_up(process: subprocess.Popen[bytes], url: str) -> requests.Re
             time.sleep(0.2)
 
 
+# -- the locks -------------------------------------------------------------------------------
+
+
+def _locked(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of a lock; every requirement must be `name==version` + hashes."""
+    locked: dict[str, tuple[str, list[str]]] = {}
+    for line in path.read_text().replace("\\\n", " ").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        spec, *hashes = re.split(r"\s+--hash=", line)
+        requirement = Requirement(spec)
+        pins = list(requirement.specifier)
+        assert len(pins) == 1 and pins[0].operator == "==", f"{path.name}: not pinned: {line}"
+        assert requirement.url is None and not requirement.extras, f"{path.name}: {line}"
+        assert hashes, f"{path.name}: {requirement.name} has no hash"
+        assert all(re.fullmatch("sha256:[0-9a-f]{64}", h) for h in hashes), f"{path.name}: {line}"
+        name = canonicalize_name(requirement.name)
+        assert name not in locked, f"{path.name}: {name} twice"
+        locked[name] = (pins[0].version, hashes)
+    return locked
+
+
+def _direct(path: Path) -> list[Requirement]:
+    """The requirements a hand-edited .in file names, following `-r`."""
+    found: list[Requirement] = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            found += _direct(path.parent / line.removeprefix("-r ").strip())
+        elif line:
+            found.append(Requirement(line))
+    return found
+
+
+@pytest.mark.parametrize("lock", ["requirements.txt", "requirements-dev.txt"])
+def test_every_locked_package_is_pinned_with_a_hash(lock: str) -> None:
+    """pip and Cloud Functions' build then install exactly these files, or stop."""
+    assert len(_locked(ROOT / lock)) > 10
+
+
+@pytest.mark.parametrize(
+    ("source", "lock"),
+    [("requirements.in", "requirements.txt"), ("requirements-dev.in", "requirements-dev.txt")],
+)
+def test_the_lock_holds_every_direct_dependency_at_its_pin(source: str, lock: str) -> None:
+    locked = _locked(ROOT / lock)
+    for requirement in _direct(ROOT / source):
+        name = canonicalize_name(requirement.name)
+        assert name in locked, f"{name} is in {source} but not in {lock}: run ./dev.sh lock"
+        assert requirement.specifier.contains(locked[name][0], prereleases=True), (
+            f"{lock} has {name}=={locked[name][0]}, {source} says {requirement.specifier}: "
+            "run ./dev.sh lock"
+        )
+
+
+def test_the_suite_runs_on_exactly_what_is_deployed() -> None:
+    """The dev lock holds the runtime lock unchanged, and this environment holds the dev lock."""
+    runtime, dev = _locked(ROOT / "requirements.txt"), _locked(ROOT / "requirements-dev.txt")
+    assert {name: runtime[name] for name in runtime} == {name: dev.get(name) for name in runtime}
+    installed = {name: importlib.metadata.version(name) for name in dev}
+    assert installed == {name: version for name, (version, _) in dev.items()}
+
+
 # -- deploy.sh -------------------------------------------------------------------------------
 
 
@@ -215,7 +286,7 @@ def test_dry_run_prints_every_deploy_and_changes_nothing(fake_gcloud: dict[str, 
         assert f"--entry-point={name}" in line
         assert f"--source={fake_gcloud['BUILD_DIR']}/{name}" in line
         assert f"--service-account=fn-{name.replace('_', '-')}@demo-project." in line
-        assert "--runtime=python312" in line and "--trigger-http" in line
+        assert f"--runtime={RUNTIME}" in line and "--trigger-http" in line
         assert "ADMIN_EMAILS=ana@example.com,luis@example.com" in line
         public = SETTINGS[name]["invoker"] != "scheduler"
         assert ("--allow-unauthenticated" in line) is public
@@ -296,6 +367,17 @@ def test_terraform_declares_the_project_region_calendar_and_admins(
     variables = {name: body for block in terraform["variable"] for name, body in block.items()}
     assert {"project_id", "region", "calendar_id", "admin_emails"} <= set(variables)
     assert variables["region"]["default"] == "southamerica-east1"
+
+
+def test_the_runtime_deployed_is_the_one_tested(terraform: dict[str, list[Any]]) -> None:
+    variables = {name: body for block in terraform["variable"] for name, body in block.items()}
+    assert variables["runtime"]["default"] == RUNTIME
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert (
+        pyproject["tool"]["mypy"]["python_version"]
+        == f"{sys.version_info.major}.{sys.version_info.minor}"
+    )
+    assert f"PYTHON_MINOR={sys.version_info.minor}\n" in (ROOT / "dev.sh").read_text()
 
 
 def test_terraform_creates_every_secret_the_code_reads(terraform: dict[str, list[Any]]) -> None:
