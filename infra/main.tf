@@ -117,6 +117,23 @@ resource "google_firestore_index" "bookings_by_status_and_update" {
   }
 }
 
+# A reschedule looks for the teacher's other scheduled classes (teacher.email == X and
+# status == scheduled): two equalities that Firestore can also serve by merging the
+# single-field indexes; this composite one keeps that query fast as bookings grow.
+resource "google_firestore_index" "bookings_by_teacher_and_status" {
+  database   = google_firestore_database.main.name
+  collection = "bookings"
+
+  fields {
+    field_path = "teacher.email"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+}
+
 # OAuth states live ten minutes; Firestore's TTL policy deletes the old ones (shared/oauth.py).
 resource "google_firestore_field" "oauth_state_expiry" {
   database   = google_firestore_database.main.name

@@ -29,7 +29,7 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.config import TIME_ZONE
-from shared.errors import UnprocessableNotification
+from shared.errors import Conflict, UnprocessableNotification
 
 __all__ = [
     "APPROVED",
@@ -50,11 +50,14 @@ __all__ = [
     "Payment",
     "Person",
     "can_move",
+    "decide_cancel",
     "decide_event_change",
     "decide_payment",
     "decide_reconcile",
+    "decide_reschedule",
     "event_id_for_booking",
     "own_event_id",
+    "refund_key",
 ]
 
 
@@ -143,6 +146,11 @@ def event_id_for_booking(booking_id: str) -> str:
     """
     digest = hashlib.sha256(f"booking:{booking_id}".encode()).digest()
     return base64.b32hexencode(digest).decode("ascii").rstrip("=").lower()
+
+
+def refund_key(booking_id: str) -> str:
+    """The idempotency key of the booking's refund: a retried cancel never refunds twice."""
+    return "refund-" + event_id_for_booking(booking_id)
 
 
 def own_event_id(booking_id: str, data: dict[str, Any]) -> str:
@@ -370,6 +378,20 @@ class Decision:
         )
         return replace(self, outcome=outcome, fields=fields, issue=issue, create_event=False)
 
+    def with_moved(self, event: dict[str, Any]) -> Decision:
+        """The event moved: remember its version, so the push that echoes it changes nothing."""
+        fields = {
+            **(self.fields or {}),
+            "calendarUpdated": str(event.get("updated") or ""),
+            "calendarEtag": str(event.get("etag") or ""),
+            **conference_fields(ClassEvent.from_event(event)),
+        }
+        return replace(self, fields=fields, move_to=None)
+
+    def with_refund(self, refund_id: str, status: str) -> Decision:
+        fields = {**(self.fields or {}), "refundId": refund_id, "refundStatus": status}
+        return replace(self, fields=fields, refund=False)
+
     def cancelling(self, event_id: str) -> Decision:
         """Also cancel `event_id` (if it exists) before the commit."""
         return replace(self, cancel_event=event_id)
@@ -590,6 +612,74 @@ def decide_reconcile(booking: Booking, created_event_id: str = "") -> Decision:
         decision = Decision("on_hold", booking, fields)
         return decision.cancelling(created_event_id) if created_event_id else decision
     return Decision("scheduled", booking, {}, create_event=True)
+
+
+# -- what an admin's action means for a booking ------------------------------------------------
+
+
+def decide_cancel(booking: Booking, reason: str, refund: bool, by: str) -> Decision:
+    """An admin cancels the class: its event is cancelled (guests told) and, with `refund`,
+    the payment refunded. A booking that already ended stays as it is (the same answer
+    twice, and one Calendar change)."""
+    if booking.status in ENDED:
+        decision = Decision(f"already_{booking.status.value}", booking)
+        if booking.google_event_id and booking.calendar_status != CalendarStatus.CANCELLED:
+            return decision.cancelling(booking.google_event_id)
+        return decision
+    fields: dict[str, Any] = {
+        "status": BookingStatus.CANCELLED.value,
+        "cancelledBy": by,
+        "cancelReason": reason or None,
+        "endedAt": SERVER_TIME,
+        "updatedAt": SERVER_TIME,
+    }
+    refundable = refund and booking.payment_id and booking.payment_status == APPROVED
+    if refundable:
+        fields["refundRequested"] = True
+    decision = Decision("cancelled", booking, fields, refund=bool(refundable))
+    if booking.google_event_id:
+        return decision.cancelling(booking.google_event_id)
+    if booking.status == BookingStatus.PAID:
+        # A delivery or the reconcile step may be creating the event right now.
+        return decision.cancelling(event_id_for_booking(booking.id))
+    return decision
+
+
+def decide_reschedule(
+    booking: Booking, start: datetime, end: datetime, teacher_classes: list[Booking]
+) -> Decision:
+    """An admin moves a scheduled class; refused (`Conflict`, naming the other class) when
+    the teacher would be in two classes at once. The same times again change nothing."""
+    if booking.status != BookingStatus.SCHEDULED or not booking.google_event_id:
+        raise Conflict(
+            f"only a scheduled class can be moved; this booking is {booking.status.value}",
+            bookingId=booking.id,
+        )
+    zone = booking.zone()
+    if booking.class_times() == (start, end):
+        return Decision("unchanged", booking)
+    for other in teacher_classes:
+        if other.id == booking.id or other.status != BookingStatus.SCHEDULED:
+            continue
+        try:
+            other_start, other_end = other.class_times()
+        except InvalidBooking:
+            continue
+        if other_start < end and start < other_end:
+            raise Conflict(
+                f"the teacher has another class then: {other.class_title} "
+                f"({other_start.isoformat()} to {other_end.isoformat()})",
+                conflictingBookingId=other.id,
+            )
+    fields = {
+        "start": start.astimezone(zone).isoformat(),
+        "end": end.astimezone(zone).isoformat(),
+        "previousStart": booking.start_raw,
+        "previousEnd": booking.end_raw,
+        "rescheduledAt": SERVER_TIME,
+        "updatedAt": SERVER_TIME,
+    }
+    return Decision("rescheduled", booking, fields, move_to=(start, end))
 
 
 # -- what an event change means for a booking -------------------------------------------------

@@ -8,7 +8,7 @@ is acknowledged with 200 instead of provoking a retry storm; `http_answer` decid
     PlatformError
     +-- RequestError (4xx: the caller sent something wrong; nothing was written)
     |   +-- InvalidRequest 400, Unauthenticated 401, Forbidden 403, NotFound 404,
-    |       MethodNotAllowed 405, PayloadTooLarge 413, UnsupportedMediaType 415
+    |       MethodNotAllowed 405, Conflict 409, PayloadTooLarge 413, UnsupportedMediaType 415
     +-- UpstreamError (Google, Mercado Pago, Firestore)
     |   +-- TransientUpstreamError 503, retry (rate limits, 5xx, timeouts, budget spent)
     |   |   +-- CredentialsRejected (our token refused; not retried in the request)
@@ -61,6 +61,14 @@ class Forbidden(RequestError):
 class NotFound(RequestError):
     status = 404
     code = "not_found"
+
+
+class Conflict(RequestError):
+    """The request contradicts the booking's state (a class that cannot be moved, or would
+    overlap another of the teacher's)."""
+
+    status = 409
+    code = "conflict"
 
 
 class MethodNotAllowed(RequestError):

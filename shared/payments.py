@@ -190,21 +190,32 @@ def _signature_timestamp(signature: str) -> float:
 # -- Mercado Pago API ------------------------------------------------------------------
 
 
-def _get(path: str, deadline: Deadline) -> dict[str, Any]:
-    """GET one Mercado Pago resource with our access token, bounded by `deadline`.
+def _call(
+    method: str,
+    path: str,
+    deadline: Deadline,
+    *,
+    body: dict[str, Any] | None = None,
+    idempotency_key: str = "",
+) -> dict[str, Any]:
+    """One Mercado Pago API call with our access token, bounded by `deadline`.
 
     A refused token is read once more from Secret Manager, bypassing the cache (it may have
-    been rotated meanwhile), before the refusal stands.
+    been rotated meanwhile), before the refusal stands. Writes carry an idempotency key, so
+    retrying them after a lost answer is safe.
     """
     settings = get_settings()
     url = f"{settings.mercadopago_api_base}{path}"
 
-    def fetch(fresh: bool) -> dict[str, Any]:
+    def with_token(fresh: bool) -> dict[str, Any]:
         token = read_secret(settings.secrets.mercadopago_access_token, deadline, fresh=fresh)
+        headers = {"Authorization": f"Bearer {token}"}
+        if idempotency_key:
+            headers["X-Idempotency-Key"] = idempotency_key
 
         def attempt(timeout: float) -> dict[str, Any]:
-            response = http_session().get(
-                url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+            response = http_session().request(
+                method, url, headers=headers, json=body, timeout=timeout
             )
             response.raise_for_status()
             result: dict[str, Any] = response.json()
@@ -214,20 +225,44 @@ def _get(path: str, deadline: Deadline) -> dict[str, Any]:
             Upstream.MERCADO_PAGO,
             attempt,
             deadline,
-            f"GET {path.split('/')[1]}",
+            f"{method} {path.split('/')[1]}",
             attempt_timeout=settings.upstream_timeout_seconds,
         )
 
     try:
-        return fetch(fresh=False)
+        return with_token(fresh=False)
     except CredentialsRejected:
-        return fetch(fresh=True)
+        return with_token(fresh=True)
 
 
 def read_payment(payment_id: str, deadline: Deadline) -> tuple[Payment, str]:
     """The payment, and the Checkout Pro preference it paid when it names no booking."""
-    payment = payment_from_api(_get(f"/v1/payments/{payment_id}", deadline))
+    payment = payment_from_api(_call("GET", f"/v1/payments/{payment_id}", deadline))
     if payment.external_reference or not payment.order_id:
         return payment, ""
-    order = _get(f"/merchant_orders/{payment.order_id}", deadline)
+    order = _call("GET", f"/merchant_orders/{payment.order_id}", deadline)
     return payment, str(order.get("preference_id") or "")
+
+
+@dataclass(frozen=True)
+class Refund:
+    """What Mercado Pago answered to a refund."""
+
+    id: str
+    status: str
+    amount: str
+
+
+def refund_payment(payment_id: str, idempotency_key: str, deadline: Deadline) -> Refund:
+    """Refund the whole payment; the same key again returns the same refund, never a second.
+
+    Mercado Pago then notifies the webhook of the refunded payment like any other change.
+    """
+    raw = _call(
+        "POST",
+        f"/v1/payments/{payment_id}/refunds",
+        deadline,
+        body={},
+        idempotency_key=idempotency_key,
+    )
+    return Refund(str(raw.get("id") or ""), str(raw.get("status") or ""), str(raw.get("amount")))

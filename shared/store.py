@@ -67,6 +67,7 @@ __all__ = [
     "release_lease",
     "set_document",
     "stream",
+    "teacher_classes",
     "until_committed",
     "update",
     "update_if_unchanged",
@@ -357,6 +358,16 @@ def bookings_to_reconcile(
         [_read_of(s, None) for s in stream(waiting, deadline, "find bookings to reconcile")],
         [_read_of(s, None) for s in stream(meet_pending, deadline, "find pending Meet links")],
     )
+
+
+def teacher_classes(teacher_email: str, deadline: Deadline) -> list[BookingRead]:
+    """The teacher's scheduled classes (to refuse an overlapping reschedule)."""
+    query = (
+        bookings()
+        .where(filter=FieldFilter("teacher.email", "==", teacher_email))
+        .where(filter=FieldFilter("status", "==", BookingStatus.SCHEDULED.value))
+    )
+    return [_read_of(s, None) for s in stream(query, deadline, "find the teacher's classes")]
 
 
 # -- calendar changes ---------------------------------------------------------------------------

@@ -1,0 +1,24 @@
+"""Admins cancel (optionally refunding) or reschedule a class: POST JSON, idempotent."""
+
+from __future__ import annotations
+
+import functions_framework
+from flask import Request
+
+from shared import logs
+from shared.admin import require_admin
+from shared.config import get_settings
+from shared.lifecycle import MAX_BODY_BYTES, apply_action, parse_action
+from shared.upstream import Deadline
+from shared.web import Handled, endpoint, json_response, lower_headers, read_body
+
+
+@functions_framework.http
+@endpoint("booking management")
+def manage_booking(request: Request) -> Handled:
+    admin = require_admin(lower_headers(request)).identity
+    logs.bind(caller=admin)
+    action = parse_action(read_body(request, MAX_BODY_BYTES), request.content_type or "")
+    logs.bind(booking_id=action.booking_id)
+    body = apply_action(action, admin, Deadline(get_settings().handler_budget_seconds))
+    return Handled(json_response(body), {"action": action.kind, "status": body["status"]})

@@ -1,0 +1,180 @@
+"""manage_booking against the emulators: admins cancel, refund and move classes, once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import requests
+
+from devstack.client import StackClient
+from shared.bookings import event_id_for_booking
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+
+def _manage(client: StackClient, body: Any, headers: dict[str, str] | None = None) -> Any:
+    return requests.post(
+        client.doc["functions"]["manage_booking"],
+        json=body,
+        headers={"X-API-Key": client.doc["secrets"]["admin_api_key"]} if headers is None else headers,
+        timeout=30,
+    )
+
+
+def _scheduled(client: StackClient, **overrides: Any) -> str:
+    booking_id = client.seed_booking(**overrides)
+    assert client.notify(client.create_payment(booking_id)["id"])["status"] == 200
+    assert client.booking(booking_id)["status"] == "scheduled"
+    return booking_id
+
+
+def _event(client: StackClient, booking_id: str) -> dict[str, Any]:
+    event: dict[str, Any] = (
+        client.calendar.events()
+        .get(calendarId=client.doc["calendar_id"], eventId=event_id_for_booking(booking_id))
+        .execute()
+    )
+    return event
+
+
+def _emails(client: StackClient, booking_id: str, action: str) -> list[dict[str, Any]]:
+    base = client.doc["emulators"]["calendar"].split("/calendar/v3/")[0]
+    log = requests.get(f"{base}/_emulator/calendar/invitations", timeout=10).json()["log"]
+    return [
+        i for i in log if i["eventId"] == event_id_for_booking(booking_id) and i["action"] == action
+    ]
+
+
+def test_cancel_tells_both_people_once_and_answers_the_same_twice(client: StackClient) -> None:
+    booking_id = _scheduled(client)
+    request = {"bookingId": booking_id, "action": "cancel", "reason": "docente enferma"}
+
+    first, second = _manage(client, request), _manage(client, request)
+
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    assert first.json()["status"] == "cancelled"
+    assert _event(client, booking_id)["status"] == "cancelled"
+    assert len(_emails(client, booking_id, "cancel")) == 1
+    booking = client.booking(booking_id)
+    assert booking["cancelReason"] == "docente enferma"
+    assert booking["cancelledBy"] == "api-key"
+
+
+def test_cancel_with_refund_refunds_once_and_the_refund_notice_finds_it_cancelled(
+    client: StackClient,
+) -> None:
+    booking_id = _scheduled(client)
+    request = {"bookingId": booking_id, "action": "cancel", "refund": True}
+
+    first, second = _manage(client, request), _manage(client, request)
+
+    assert first.json() == second.json()
+    refund = first.json()["refund"]
+    assert refund["id"] and refund["status"] == "approved"
+    payment_id = client.booking(booking_id)["paymentId"]
+    assert client.notify(payment_id, action="payment.updated")["status"] == 200
+    booking = client.booking(booking_id)
+    assert (booking["status"], booking["paymentStatus"]) == ("cancelled", "refunded")
+    assert len(client.mercadopago_refunds(payment_id)) == 1
+
+
+def test_reschedule_moves_the_class_and_keeps_its_meet_link(client: StackClient) -> None:
+    booking_id = _scheduled(client)
+    meet_link = client.booking(booking_id)["meetLink"]
+    request = {
+        "bookingId": booking_id,
+        "action": "reschedule",
+        "start": "2026-12-03T10:00:00",
+        "end": "2026-12-03T11:00:00",
+    }
+
+    first, second = _manage(client, request), _manage(client, request)
+
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    assert first.json()["start"] == "2026-12-03T10:00:00-03:00"
+    assert first.json()["meetLink"] == meet_link
+    event = _event(client, booking_id)
+    assert event["hangoutLink"] == meet_link
+    assert event["start"]["dateTime"].startswith("2026-12-03T")
+    assert len(_emails(client, booking_id, "update")) == 1
+    assert client.booking(booking_id)["start"] == "2026-12-03T10:00:00-03:00"
+
+
+def test_an_overlapping_reschedule_is_refused_naming_the_other_class(client: StackClient) -> None:
+    busy = _scheduled(
+        client, classTitle="Física", start="2026-12-04T10:00:00-03:00", end="2026-12-04T11:00:00-03:00"
+    )
+    moved = _scheduled(client)
+    request = {
+        "bookingId": moved,
+        "action": "reschedule",
+        "start": "2026-12-04T10:30:00-03:00",
+        "end": "2026-12-04T11:30:00-03:00",
+    }
+
+    answer = _manage(client, request)
+
+    assert answer.status_code == 409
+    assert "Física" in answer.json()["error"]["message"]
+    assert client.booking(moved)["start"] == "2026-12-01T18:00:00-03:00"
+    assert _emails(client, moved, "update") == []
+    assert client.booking(busy)["status"] == "scheduled"
+
+
+def test_only_a_scheduled_class_can_be_moved(client: StackClient) -> None:
+    booking_id = client.seed_booking()
+    request = {
+        "bookingId": booking_id,
+        "action": "reschedule",
+        "start": "2026-12-03T10:00:00-03:00",
+        "end": "2026-12-03T11:00:00-03:00",
+    }
+    assert _manage(client, request).status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"bookingId": "nope", "action": "cancel"}, 404),
+        ({"bookingId": "x", "action": "delete"}, 400),
+        ({"bookingId": "a/b", "action": "cancel"}, 400),
+        ({"bookingId": "x", "action": "cancel", "refund": "yes"}, 400),
+        ({"bookingId": "x", "action": "cancel", "start": "2026-12-03T10:00:00"}, 400),
+        ({"bookingId": "x", "action": "reschedule", "start": "mañana", "end": "x"}, 400),
+        (
+            {
+                "bookingId": "x",
+                "action": "reschedule",
+                "start": "2026-12-03T11:00:00",
+                "end": "2026-12-03T10:00:00",
+            },
+            400,
+        ),
+        (
+            {
+                "bookingId": "x",
+                "action": "reschedule",
+                "start": "9999-12-31T23:59:59",
+                "end": "9999-12-31T23:59:59+14:00",
+            },
+            400,
+        ),
+        (["not", "an", "object"], 400),
+    ],
+)
+def test_bad_requests_get_a_4xx_and_change_nothing(
+    client: StackClient, body: Any, status: int
+) -> None:
+    answer = _manage(client, body)
+    assert answer.status_code == status
+    assert "error" in answer.json()
+
+
+def test_strangers_may_not_manage_bookings(client: StackClient) -> None:
+    booking_id = _scheduled(client)
+    answer = _manage(client, {"bookingId": booking_id, "action": "cancel"}, headers={})
+    assert answer.status_code == 401
+    assert client.booking(booking_id)["status"] == "scheduled"
