@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import time
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import icalendar
+import jwt as pyjwt
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.client import StackClient
 from devstack.instrument import firestore_rpcs
@@ -163,6 +168,71 @@ def test_only_admins_may_list(client: StackClient, case: str, expected: int) -> 
     if expected != 200:
         assert response.headers["Content-Type"] == "application/json"
         assert response.json()["error"]["code"] in ("unauthenticated", "forbidden")
+
+
+def _forged_id_token(client: StackClient) -> str:
+    """An admin's claims signed by a key Google never published (a `kid` nobody knows)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = int(time.time())
+    claims = {
+        "iss": "https://accounts.google.com",
+        "aud": client.doc["env"]["ID_TOKEN_AUDIENCE"],
+        "email": client.doc["admin_email"],
+        "email_verified": True,
+        "iat": now,
+        "exp": now + 3600,
+    }
+    return pyjwt.encode(claims, key, algorithm="RS256", headers={"kid": uuid.uuid4().hex})
+
+
+def _certificate_fetches(client: StackClient) -> int:
+    return client.stats("oauth").get("GET /oauth2/v1/certs", 0)
+
+
+def test_tokens_with_unknown_kids_fetch_googles_certificates_once_per_interval(
+    client: StackClient,
+) -> None:
+    forged = [{"Authorization": f"Bearer {_forged_id_token(client)}"} for _ in range(20)]
+    client.reset_stats("oauth")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda headers: _list(client, headers, **WINDOW), forged))
+    admin = _list(client, {"Authorization": f"Bearer {_id_token(client)}"}, **WINDOW)
+
+    assert [a.status_code for a in answers] == [401] * 20
+    assert _certificate_fetches(client) == 1  # the first unknown kid fetched; none after
+    assert admin.status_code == 200  # Google's real keys came with that one fetch
+
+
+def test_an_admin_does_not_wait_behind_forged_tokens_while_certificates_are_slow(
+    client: StackClient,
+) -> None:
+    admin = {"Authorization": f"Bearer {_id_token(client)}"}
+    assert _list(client, admin, **WINDOW).status_code == 200  # the certificates are cached
+    client.set_faults("oauth", {"rules": [{"pathContains": "/certs", "latencyMs": 2000}]})
+    forged = [{"Authorization": f"Bearer {_forged_id_token(client)}"} for _ in range(6)]
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        pending = [pool.submit(_list, client, headers, **WINDOW) for headers in forged]
+        time.sleep(0.2)
+        started = time.monotonic()
+        genuine = _list(client, admin, **WINDOW)
+        waited = time.monotonic() - started
+        refused = [future.result() for future in pending]
+
+    assert genuine.status_code == 200
+    assert waited < 1.5, f"the admin waited {waited:.1f}s"
+    assert [r.status_code for r in refused] == [401] * 6
+
+
+def test_an_id_token_of_deeply_nested_json_is_a_401(client: StackClient) -> None:
+    nested = base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=")
+    token = f"{nested}.{nested}.c2ln"
+
+    response = _list(client, {"Authorization": f"Bearer {token}"}, **WINDOW)
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthenticated"
 
 
 def test_only_get_is_allowed(client: StackClient) -> None:
