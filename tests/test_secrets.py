@@ -5,21 +5,20 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import hmac
-import secrets as random_secrets
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import requests
 
 from devstack.client import StackClient
-from devstack.stack import LocalStack
 from shared import secrets
-from shared.clients import reset_clients, secret_manager_client
+from shared.clients import secret_manager_client
 from shared.secrets import add_secret_version, matching_secret, read_secret
 
 Rotate = Callable[[str], str]
+"""The `rotate` fixture: a new version of a stack secret, returned."""
 
 
 @pytest.fixture
@@ -71,31 +70,6 @@ def test_secret_values_are_read_without_surrounding_whitespace(secret: str) -> N
 
 
 # -- a rotated secret on a warm instance ---------------------------------------------------
-
-
-def _stack_secret(client: StackClient, secret_id: str) -> str:
-    """The latest value as Secret Manager holds it, without touching the functions' cache."""
-    name = f"projects/{client.doc['project_id']}/secrets/{secret_id}/versions/latest"
-    return str(secret_manager_client().access_secret_version(name=name).payload.data.decode())
-
-
-@pytest.fixture
-def rotate(stack: LocalStack, client: StackClient) -> Iterator[Rotate]:
-    """Adds a new version of one of the stack's secrets, as an operator rotating it would
-    (the functions' cache is left warm); the original value is put back afterwards."""
-    assert stack.emulators is not None
-    originals: dict[str, str] = {}
-
-    def rotate(secret_id: str) -> str:
-        originals.setdefault(secret_id, _stack_secret(client, secret_id))
-        value = random_secrets.token_hex(32)
-        stack.emulators.secretmanager.seed(stack.project_id, secret_id, value.encode())
-        return value
-
-    yield rotate
-    for secret_id, value in originals.items():
-        stack.emulators.secretmanager.seed(stack.project_id, secret_id, value.encode())
-    reset_clients()
 
 
 def _secret_reads(client: StackClient) -> int:
