@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import json
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -433,6 +434,49 @@ def test_page_token_of_another_window_is_a_400(client: StackClient) -> None:
     assert "pageToken" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"from": "0001-01-01T00:00:00+14:00"}, "from"),
+        ({"to": "9999-12-31T23:59:59-14:00", "from": WINDOW["from"]}, "to"),
+        ({"from": "9999-12-31T00:00:00+00:00"}, "from"),  # and the default 30 days after it
+        ({"from": "1969-12-31T23:59:59+00:00", "to": WINDOW["to"]}, "from"),
+    ],
+)
+def test_an_instant_at_the_ends_of_the_calendar_is_a_400(
+    client: StackClient, params: dict[str, str], named: str
+) -> None:
+    response = _list(client, **params)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith(f"{named} must")
+    assert client.stats("calendar") == {}
+
+
+def _crafted_token(**fields: str) -> str:
+    raw = {"m": "admin", "f": WINDOW["from"], "t": WINDOW["to"], "g": "", **fields}
+    return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        _crafted_token(f="0001-01-01T00:00:00+14:00"),
+        _crafted_token(t="9999-12-31T23:59:59-14:00"),
+        _crafted_token(f="2026-12-01T00:00:00"),  # no offset
+        base64.urlsafe_b64encode(b"[" * 3000).decode(),
+        "A" * 5000,
+    ],
+    ids=["year 1", "year 10000", "naive", "nested json", "long"],
+)
+def test_a_crafted_page_token_is_a_400(client: StackClient, token: str) -> None:
+    response = _list(client, pageToken=token)
+
+    assert response.status_code == 400
+    assert "pageToken" in response.json()["error"]["message"]
+    assert client.stats("calendar") == {}
+
+
 def test_teacher_and_status_filter_after_the_join(client: StackClient) -> None:
     beto = {"name": "Beto Ruiz", "email": "beto.ruiz@example.com"}
     mine = _class(client, DAY.replace(hour=9), teacher=beto)
@@ -647,6 +691,15 @@ def test_public_listing_refuses_booking_filters(client: StackClient, name: str) 
 
     assert response.status_code == 400
     assert name in response.json()["error"]["message"]
+
+
+@pytest.mark.usefixtures("public_mode")
+def test_the_public_feed_with_a_window_past_the_year_9999_is_a_400(client: StackClient) -> None:
+    response = _public(client, **{"from": "9999-12-31T00:00:00+00:00"})  # no credential
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("from must")
+    assert client.stats("calendar") == {}
 
 
 @pytest.mark.usefixtures("public_mode")
