@@ -15,6 +15,7 @@ from devstack.client import StackClient
 from shared.clients import reset_clients
 from shared.config import Settings, read_settings
 from shared.errors import InvalidSettings
+from shared.oauth import sign_state
 
 LOCAL_STACK_LIKE = {
     "GOOGLE_CLOUD_PROJECT": "demo-virtual-classes",
@@ -153,8 +154,10 @@ def test_a_malformed_setting_shows_the_unavailable_page_at_the_oauth_callback(
     monkeypatch.setenv("MERCADOPAGO_ACCEPT_IPN", "maybe")
     reset_clients()
 
+    state = sign_state("some-key", "some-nonce", 1_900_000_000)  # well-formed: it is checked
+
     response = requests.get(
-        client.doc["functions"]["oauth_callback"], params={"state": "x", "code": "y"}, timeout=10
+        client.doc["functions"]["oauth_callback"], params={"state": state, "code": "y"}, timeout=10
     )
 
     assert response.status_code == 503
