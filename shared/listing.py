@@ -208,7 +208,8 @@ def parse_query(args: Mapping[str, list[str]], now: datetime | None = None) -> Q
 
 
 def _limit(raw: str) -> int:
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    # Length first: int() refuses thousands of digits with a ValueError.
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}", parameter="limit")
     return int(raw)
 

@@ -154,6 +154,12 @@ def test_the_last_accepted_window_still_renders_as_a_feed() -> None:
     assert b"BEGIN:VCALENDAR" in listing.render_ics([], query)
 
 
+@pytest.mark.parametrize("limit", ["9" * 5000, "²", "0", "251"])
+def test_a_limit_outside_1_to_250_is_invalid(limit: str) -> None:
+    with pytest.raises(InvalidRequest, match="limit must"):
+        _query(limit=limit)
+
+
 def _token(**fields: str) -> str:
     raw = {"m": "admin", "f": "2026-12-01T00:00:00-03:00", "t": "2026-12-08T00:00:00-03:00"}
     return base64.urlsafe_b64encode(json.dumps({**raw, "g": "", **fields}).encode()).decode()

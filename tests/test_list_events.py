@@ -453,6 +453,13 @@ def test_an_instant_at_the_ends_of_the_calendar_is_a_400(
     assert client.stats("calendar") == {}
 
 
+def test_a_limit_of_five_thousand_digits_is_a_400(client: StackClient) -> None:
+    response = _list(client, limit="9" * 5000, **WINDOW)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("limit must")
+
+
 def _crafted_token(**fields: str) -> str:
     raw = {"m": "admin", "f": WINDOW["from"], "t": WINDOW["to"], "g": "", **fields}
     return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
