@@ -84,6 +84,7 @@ class _Environment:
         try:
             parts = urlsplit(value)
             usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018 (raises ValueError for a port that is not one)
         except ValueError:
             usable = False
         if not usable or any(c.isspace() for c in value):

@@ -65,6 +65,7 @@ def test_a_valid_environment_reads_as_documented() -> None:
         ("GOOGLE_CERTS_URL", "www.googleapis.com/oauth2/v1/certs", "http(s) URL"),
         ("MERCADOPAGO_API_BASE", "https:// api.mercadopago.com", "http(s) URL"),
         ("NOTIFICATIONS_URL", "http://[::1/notify", "http(s) URL"),
+        ("OAUTH_REDIRECT_URI", "https://example.com:99999/oauth_callback", "http(s) URL"),
         ("ADMIN_EMAILS", "ana@example.com,luis", "email addresses"),
         ("SCHEDULER_INVOKER_EMAILS", "scheduler-invoker", "email addresses"),
         ("CALENDAR_IMPERSONATE_SUBJECT", "agenda", "an email address"),
