@@ -177,6 +177,25 @@ scheduler_env() {
   echo ";SCHEDULER_AUDIENCE=$base_url/$1;SCHEDULER_INVOKER_EMAILS=$SCHEDULER"
 }
 
+# Refuse what the functions would refuse: the very check they run at first read
+# (shared/config.py), over exactly the variables each function gets.
+check_settings() {
+  local IFS=';' pairs
+  read -ra pairs <<< "${1#^;^}"
+  env -i PATH="$PATH" PYTHONPATH="$PWD" "${pairs[@]}" python3 -c '
+import os, sys
+from shared.config import read_settings
+from shared.errors import InvalidSettings
+try:
+    read_settings(os.environ)
+except InvalidSettings as exc:
+    sys.exit(f"deploy.sh: invalid setting: {exc.message}. Nothing was deployed.")
+'
+}
+for name in "${functions[@]}"; do
+  check_settings "$env_vars$(scheduler_env "$name")" || exit 1
+done
+
 for name in "${functions[@]}"; do
   if [ "${INVOKER[$name]}" = scheduler ]; then access=--no-allow-unauthenticated; else access=--allow-unauthenticated; fi
   run "$GCLOUD" functions deploy "$name" --gen2 --quiet \

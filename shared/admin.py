@@ -22,7 +22,10 @@ from google.auth import jwt
 from shared.clients import http_session, on_reset
 from shared.config import get_settings
 from shared.errors import Forbidden, TransientUpstreamError, Unauthenticated
-from shared.secrets import read_secret
+from shared.secrets import matching_secret
+from shared.upstream import Deadline, Upstream, call
+
+__all__ = ["Admin", "require_admin", "require_scheduler_or_admin", "verify_id_token"]
 
 
 @dataclass(frozen=True)
@@ -33,41 +36,72 @@ class Admin:
     method: str
 
 
+CERTS_REFRESH_SECONDS = 60.0
+"""At most one fetch of Google's certificates per this interval per instance."""
+CERTS_RETRY_SECONDS = 5.0
+"""After a failed fetch, how long requests answer 503 at once instead of fetching again."""
+
+
 class _CertCache:
     """Google's ID-token signing certificates, kept as long as their Cache-Control allows.
 
-    Fetching them on every admin call would add a request to Google per call; a token
-    signed by a key we have not seen yet (Google rotates them) fetches them again.
+    Fetching them on every admin call would add a request to Google per call. A token
+    signed by a key we have not seen yet fetches them again (Google publishes a key before
+    it signs with it), but at most once per `CERTS_REFRESH_SECONDS`: within that, an unknown
+    `kid` (a forged token, most likely) is refused at once without a fetch. A known `kid`
+    is served without taking the lock, so admins never queue behind forged tokens.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._expires = 0.0
-        self._certs: dict[str, str] = {}
+        self._cached: tuple[dict[str, str], float] = ({}, 0.0)  # certificates, expiry
+        self._next_fetch = 0.0
 
-    def get(self, key_id: str) -> dict[str, str]:
+    def get(self, key_id: str, deadline: Deadline) -> dict[str, str]:
+        certs, expires = self._cached
+        if key_id in certs and time.monotonic() < expires:
+            return certs
         with self._lock:
-            if time.monotonic() < self._expires and key_id in self._certs:
-                return self._certs
-            self._certs, lifetime = self._fetch()
-            self._expires = time.monotonic() + lifetime
-            return self._certs
+            certs, expires = self._cached
+            now = time.monotonic()
+            if key_id in certs and now < expires:
+                return certs  # fetched by another request meanwhile
+            if now < self._next_fetch:
+                if not certs:
+                    raise TransientUpstreamError("Google's ID-token certificates are unreachable")
+                return certs  # an unknown kid stays unknown: the token does not verify
+            self._next_fetch = now + CERTS_RETRY_SECONDS
+            certs, lifetime = self._fetch(deadline)
+            self._next_fetch = now + CERTS_REFRESH_SECONDS
+            self._cached = (certs, time.monotonic() + lifetime)
+            return certs
 
     def clear(self) -> None:
         with self._lock:
-            self._expires, self._certs = 0.0, {}
+            self._cached, self._next_fetch = ({}, 0.0), 0.0
 
     @staticmethod
-    def _fetch() -> tuple[dict[str, str], int]:
+    def _fetch(deadline: Deadline) -> tuple[dict[str, str], int]:
+        """One attempt (under the lock, so no backoff): a failure answers 503 for a while."""
         settings = get_settings()
-        try:
-            response = http_session().get(
-                settings.google_certs_url, timeout=settings.upstream_timeout_seconds
-            )
+
+        def attempt(timeout: float) -> requests.Response:
+            response = http_session().get(settings.google_certs_url, timeout=timeout)
             response.raise_for_status()
+            return response
+
+        response = call(
+            Upstream.GOOGLE_CERTS,
+            attempt,
+            deadline,
+            "fetch certificates",
+            attempt_timeout=settings.upstream_timeout_seconds,
+            retry=False,
+        )
+        try:
             certs = {str(k): str(v) for k, v in response.json().items()}
-        except (requests.RequestException, ValueError, AttributeError) as exc:
-            raise TransientUpstreamError("Google's ID-token certificates are unreachable") from exc
+        except (ValueError, AttributeError) as exc:
+            raise TransientUpstreamError("Google's ID-token certificates are unreadable") from exc
         match = re.search(r"max-age=(\d+)", response.headers.get("Cache-Control", ""))
         return certs, int(match.group(1)) if match else 300
 
@@ -75,27 +109,39 @@ class _CertCache:
 _certs = _CertCache()
 
 
-def verify_id_token(token: str, audience: str) -> Mapping[str, Any]:
-    """Claims of an ID token Google signed for `audience`, or `Unauthenticated`."""
+def verify_id_token(
+    token: str, audience: str, deadline: Deadline | None = None
+) -> Mapping[str, Any]:
+    """Claims of an ID token Google signed for `audience`, or `Unauthenticated`.
+
+    Fetching Google's certificates, when needed, stays within `deadline` (default: a
+    handler's budget from now).
+    """
+    deadline = deadline or Deadline(get_settings().handler_budget_seconds)
     try:
         key_id = str(jwt.decode_header(token).get("kid", ""))  # type: ignore[no-untyped-call]
         claims: Mapping[str, Any] = jwt.decode(  # type: ignore[no-untyped-call]
-            token, certs=_certs.get(key_id), audience=audience, clock_skew_in_seconds=10
+            token, certs=_certs.get(key_id, deadline), audience=audience, clock_skew_in_seconds=10
         )
-    except (ValueError, google.auth.exceptions.GoogleAuthError) as exc:
+    except (ValueError, RecursionError, google.auth.exceptions.GoogleAuthError) as exc:
+        # RecursionError: a header or payload of deeply nested JSON arrays.
         raise Unauthenticated("invalid ID token") from exc
     if claims.get("iss") not in ("accounts.google.com", "https://accounts.google.com"):
         raise Unauthenticated("ID token not issued by Google")
     return claims
 
 
-def require_admin(headers: dict[str, str]) -> Admin:
+def require_admin(headers: dict[str, str], deadline: Deadline | None = None) -> Admin:
     """Authenticate an admin call from its (lower-cased) headers, or raise 401/403."""
     settings = get_settings()
     api_key = headers.get("x-api-key", "")
     if api_key:
-        expected = read_secret(settings.secrets.admin_api_key)
-        if not hmac.compare_digest(api_key.encode(), expected.encode()):
+
+        def same_key(expected: str) -> bool:
+            return hmac.compare_digest(api_key.encode(), expected.encode())
+
+        # A warm instance may hold a rotated-out key: a mismatch reads it once more.
+        if matching_secret(settings.secrets.admin_api_key, same_key) is None:
             raise Unauthenticated("invalid API key")
         return Admin("api-key", "api_key")
     authorization = headers.get("authorization", "")
@@ -106,7 +152,7 @@ def require_admin(headers: dict[str, str]) -> Admin:
         raise Unauthenticated("Authorization must be 'Bearer <ID token>'")
     if not settings.id_token_audience:
         raise Unauthenticated("ID tokens are not accepted: no audience is configured")
-    claims = verify_id_token(token.strip(), settings.id_token_audience)
+    claims = verify_id_token(token.strip(), settings.id_token_audience, deadline)
     email = str(claims.get("email") or "").lower()
     if not email or claims.get("email_verified") is not True:
         raise Forbidden("the ID token carries no verified email")

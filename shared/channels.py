@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from collections.abc import Mapping
@@ -47,12 +48,26 @@ from shared.errors import (
 from shared.sync import SyncResult, request_sync
 from shared.upstream import Deadline
 
+__all__ = [
+    "CHANNEL_ID",
+    "PushNotification",
+    "Renewal",
+    "keep_watching",
+    "renew_channel",
+    "verify_notification",
+]
+
 CHANNELS = "calendar_channels"
 WATCHES = "calendar_watch"
 RENEW_LEASE_SECONDS = 60.0
 """Longer than one renewal (a watch and a stop); a crashed run blocks the next for this long."""
 PENDING_GRACE = timedelta(minutes=5)
 """How long a channel may stay `pending`: far longer than one renewal run (its lease)."""
+CHANNEL_ID = re.compile(r"ch-[0-9a-f]{32}")
+"""The shape of every channel id `_open_channel` issues; any other names no channel of
+ours (and may be nothing Firestore can name: "a/b", "..", "__x__")."""
+RESOURCE_STATES = ("sync", "exists", "not_exists")
+"""The `X-Goog-Resource-State` values Google documents for Calendar push notifications."""
 
 
 def _now() -> datetime:
@@ -98,6 +113,10 @@ class PushNotification:
         state = headers.get("x-goog-resource-state", "").strip()
         if not channel_id or not state:
             raise InvalidRequest("not a Calendar push notification (channel id or state missing)")
+        if state not in RESOURCE_STATES:
+            raise InvalidRequest(
+                f"X-Goog-Resource-State must be one of {', '.join(RESOURCE_STATES)}"
+            )
         return cls(
             channel_id=channel_id,
             token=headers.get("x-goog-channel-token", ""),
@@ -119,6 +138,8 @@ def verify_notification(note: PushNotification, deadline: Deadline) -> None:
     (and the first changes) before `events.watch` has answered and the channel was marked
     active.
     """
+    if not CHANNEL_ID.fullmatch(note.channel_id):
+        raise NotFound("unknown or stopped channel")  # checked before it names a document
     snap = store.get(channels().document(note.channel_id), deadline, "read channel")
     data = snap.to_dict() if snap.exists else None
     if not data or data.get("state") not in ("pending", "active"):

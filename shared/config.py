@@ -3,36 +3,115 @@
 Unset upstream endpoints mean production Google and Mercado Pago; the local stack
 (`./dev.sh up`) points them at the emulators. The README's configuration table lists
 each variable with its production default and its local override.
+
+Each value is checked when first read (`read_settings`): a malformed or unknown one raises
+`InvalidSettings` (503: the sender retries once an operator fixes it) instead of being
+guessed at, and deploy.sh runs the same check before it deploys.
 """
 
 from __future__ import annotations
 
-import functools
+import math
 import os
+import re
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from shared.errors import InvalidSettings
+
+__all__ = ["TIME_ZONE", "SecretNames", "Settings", "get_settings", "read_settings"]
 
 TIME_ZONE = "America/Argentina/Buenos_Aires"
 """The platform's one time zone: every class starts and ends in Buenos Aires time."""
 
-
-def _env(name: str, default: str = "") -> str:
-    return os.environ.get(name, default).strip()
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = _env(name)
-    return float(raw) if raw else default
-
-
-def _env_bool(name: str, default: bool = False) -> bool:
-    raw = _env(name).lower()
-    if not raw:
-        return default
-    return raw in {"1", "true", "yes", "on"}
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+CALENDAR_AUTH_MODES = ("oauth", "service_account")
+_EMAIL = re.compile(r"[^@\s,]+@[^@\s,]+\.[^@\s,]+")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}")
+_PROJECT_ID = re.compile(r"([a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")
+_DATABASE_ID = re.compile(r"\(default\)|[a-z][a-z0-9-]{2,61}[a-z0-9]")
+_RESERVED_ID = re.compile(r"__.*__")
 
 
-def _env_list(name: str) -> tuple[str, ...]:
-    return tuple(item.strip().lower() for item in _env(name).split(",") if item.strip())
+class _Environment:
+    """Reads one mapping of variables and checks each value as it is read.
+
+    Every refusal names the variable and what it accepts, never the value: a misplaced
+    secret pasted into the wrong variable must not end up in a log line.
+    An empty variable counts as unset.
+    """
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str, default: str = "") -> str:
+        return self._environ.get(name, "").strip() or default
+
+    def seconds(self, name: str, default: float) -> float:
+        raw = self.text(name)
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise InvalidSettings(f"{name} must be a positive number of seconds, e.g. {default:g}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name).lower()
+        if not raw:
+            return default
+        if raw in TRUE_WORDS:
+            return True
+        if raw in FALSE_WORDS:
+            return False
+        accepted = ", ".join(TRUE_WORDS + FALSE_WORDS)
+        raise InvalidSettings(f"{name} must be true or false (accepted: {accepted})")
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.text(name, default).lower()
+        if value not in choices:
+            raise InvalidSettings(f"{name} must be one of: {', '.join(choices)}")
+        return value
+
+    def url(self, name: str, default: str = "") -> str:
+        value = self.text(name, default)
+        if not value:
+            return value
+        try:
+            parts = urlsplit(value)
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018 (raises ValueError for a port that is not one)
+        except ValueError:
+            usable = False
+        if not usable or any(c.isspace() for c in value):
+            raise InvalidSettings(f"{name} must be an http(s) URL, e.g. https://host/path")
+        return value
+
+    def matching(
+        self, name: str, pattern: re.Pattern[str], accepted: str, default: str = ""
+    ) -> str:
+        value = self.text(name, default)
+        if value and not pattern.fullmatch(value):
+            raise InvalidSettings(f"{name} must be {accepted}")
+        return value
+
+    def emails(self, name: str) -> tuple[str, ...]:
+        items = tuple(item.strip().lower() for item in self.text(name).split(",") if item.strip())
+        if not all(_EMAIL.fullmatch(item) for item in items):
+            raise InvalidSettings(f"{name} must be email addresses separated by commas")
+        return items
+
+    def collection_id(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        if "/" in value or value in (".", "..") or _RESERVED_ID.fullmatch(value):
+            raise InvalidSettings(f"{name} must be a Firestore collection id (no '/', not __x__)")
+        return value
 
 
 @dataclass(frozen=True)
@@ -91,47 +170,105 @@ class Settings:
         return bool(self.secret_manager_endpoint)
 
 
-@functools.cache
-def get_settings() -> Settings:
-    """Read the environment once per instance; tests call `get_settings.cache_clear()`."""
+def read_settings(environ: Mapping[str, str]) -> Settings:
+    """The settings a mapping of variables describes, or `InvalidSettings` for the first
+    variable that is malformed or unknown. Pure: deploy.sh runs it over what it deploys."""
+    env = _Environment(environ)
     defaults = Settings(project_id="", calendar_id="primary")
-    return Settings(
-        project_id=_env("GOOGLE_CLOUD_PROJECT") or _env("GCLOUD_PROJECT"),
-        calendar_id=_env("CALENDAR_ID", "primary"),
-        firestore_database=_env("FIRESTORE_DATABASE", defaults.firestore_database),
-        bookings_collection=_env("BOOKINGS_COLLECTION", defaults.bookings_collection),
-        calendar_api_endpoint=_env("CALENDAR_API_ENDPOINT"),
-        secret_manager_endpoint=_env("SECRET_MANAGER_ENDPOINT"),
-        oauth_auth_uri=_env("GOOGLE_OAUTH_AUTH_URI", defaults.oauth_auth_uri),
-        oauth_token_uri=_env("GOOGLE_OAUTH_TOKEN_URI", defaults.oauth_token_uri),
-        oauth_revoke_uri=_env("GOOGLE_OAUTH_REVOKE_URI", defaults.oauth_revoke_uri),
-        google_certs_url=_env("GOOGLE_CERTS_URL", defaults.google_certs_url),
-        mercadopago_api_base=_env("MERCADOPAGO_API_BASE", defaults.mercadopago_api_base).rstrip(
+    email = "an email address"
+    project = "a Google Cloud project id"
+    settings = Settings(
+        project_id=env.matching("GOOGLE_CLOUD_PROJECT", _PROJECT_ID, project)
+        or env.matching("GCLOUD_PROJECT", _PROJECT_ID, project),
+        calendar_id=env.text("CALENDAR_ID", defaults.calendar_id),
+        firestore_database=env.matching(
+            "FIRESTORE_DATABASE",
+            _DATABASE_ID,
+            "(default) or a Firestore database id",
+            defaults.firestore_database,
+        ),
+        bookings_collection=env.collection_id("BOOKINGS_COLLECTION", defaults.bookings_collection),
+        calendar_api_endpoint=env.url("CALENDAR_API_ENDPOINT"),
+        secret_manager_endpoint=env.url("SECRET_MANAGER_ENDPOINT"),
+        oauth_auth_uri=env.url("GOOGLE_OAUTH_AUTH_URI", defaults.oauth_auth_uri),
+        oauth_token_uri=env.url("GOOGLE_OAUTH_TOKEN_URI", defaults.oauth_token_uri),
+        oauth_revoke_uri=env.url("GOOGLE_OAUTH_REVOKE_URI", defaults.oauth_revoke_uri),
+        google_certs_url=env.url("GOOGLE_CERTS_URL", defaults.google_certs_url),
+        mercadopago_api_base=env.url("MERCADOPAGO_API_BASE", defaults.mercadopago_api_base).rstrip(
             "/"
         ),
-        firestore_emulator_host=_env("FIRESTORE_EMULATOR_HOST"),
-        calendar_auth=_env("CALENDAR_AUTH", defaults.calendar_auth).lower(),
-        impersonate_subject=_env("CALENDAR_IMPERSONATE_SUBJECT"),
-        oauth_redirect_uri=_env("OAUTH_REDIRECT_URI"),
-        webhook_tolerance_seconds=_env_float(
+        firestore_emulator_host=env.matching(
+            "FIRESTORE_EMULATOR_HOST", _HOST_PORT, "host:port, e.g. 127.0.0.1:8080"
+        ),
+        calendar_auth=env.choice("CALENDAR_AUTH", CALENDAR_AUTH_MODES, defaults.calendar_auth),
+        impersonate_subject=env.matching("CALENDAR_IMPERSONATE_SUBJECT", _EMAIL, email),
+        oauth_redirect_uri=env.url("OAUTH_REDIRECT_URI"),
+        webhook_tolerance_seconds=env.seconds(
             "WEBHOOK_TOLERANCE_SECONDS", defaults.webhook_tolerance_seconds
         ),
-        accept_unsigned_ipn=_env_bool("MERCADOPAGO_ACCEPT_IPN", default=True),
-        handler_budget_seconds=_env_float(
+        accept_unsigned_ipn=env.flag("MERCADOPAGO_ACCEPT_IPN", defaults.accept_unsigned_ipn),
+        handler_budget_seconds=env.seconds(
             "HANDLER_BUDGET_SECONDS", defaults.handler_budget_seconds
         ),
-        upstream_timeout_seconds=_env_float(
+        upstream_timeout_seconds=env.seconds(
             "UPSTREAM_TIMEOUT_SECONDS", defaults.upstream_timeout_seconds
         ),
-        admin_emails=_env_list("ADMIN_EMAILS"),
-        id_token_audience=_env("ID_TOKEN_AUDIENCE"),
-        public_events_enabled=_env_bool("PUBLIC_EVENTS_ENABLED"),
-        public_calendar_id=_env("PUBLIC_CALENDAR_ID"),
-        notifications_url=_env("NOTIFICATIONS_URL"),
-        channel_ttl_seconds=_env_float("CHANNEL_TTL_SECONDS", defaults.channel_ttl_seconds),
-        channel_renew_before_seconds=_env_float(
+        admin_emails=env.emails("ADMIN_EMAILS"),
+        id_token_audience=env.text("ID_TOKEN_AUDIENCE"),
+        public_events_enabled=env.flag("PUBLIC_EVENTS_ENABLED", defaults.public_events_enabled),
+        public_calendar_id=env.text("PUBLIC_CALENDAR_ID"),
+        notifications_url=env.url("NOTIFICATIONS_URL"),
+        channel_ttl_seconds=env.seconds("CHANNEL_TTL_SECONDS", defaults.channel_ttl_seconds),
+        channel_renew_before_seconds=env.seconds(
             "CHANNEL_RENEW_BEFORE_SECONDS", defaults.channel_renew_before_seconds
         ),
-        scheduler_audience=_env("SCHEDULER_AUDIENCE"),
-        scheduler_invoker_emails=_env_list("SCHEDULER_INVOKER_EMAILS"),
+        scheduler_audience=env.text("SCHEDULER_AUDIENCE"),
+        scheduler_invoker_emails=env.emails("SCHEDULER_INVOKER_EMAILS"),
     )
+    if settings.scheduler_audience and not settings.scheduler_invoker_emails:
+        raise InvalidSettings(
+            "SCHEDULER_INVOKER_EMAILS must name the scheduler's service account when "
+            "SCHEDULER_AUDIENCE is set"
+        )
+    return settings
+
+
+class _SettingsOnce:
+    """`get_settings()`: the environment read and checked once per instance.
+
+    A refusal is kept too, so it is logged at ERROR once per instance while every request
+    answers 503 until an operator fixes the variable and the instance restarts. Tests call
+    `get_settings.cache_clear()`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: Settings | InvalidSettings | None = None
+
+    def __call__(self) -> Settings:
+        loaded = self._loaded
+        if loaded is None:
+            with self._lock:
+                if self._loaded is None:
+                    self._loaded = _load()
+                loaded = self._loaded
+        if isinstance(loaded, InvalidSettings):
+            raise InvalidSettings(loaded.message)
+        return loaded
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._loaded = None
+
+
+def _load() -> Settings | InvalidSettings:
+    try:
+        return read_settings(os.environ)
+    except InvalidSettings as exc:
+        from shared import logs  # not at the top: logs reads the settings too
+
+        logs.error("invalid settings: every request answers 503 until fixed", detail=exc.message)
+        return exc
+
+
+get_settings = _SettingsOnce()

@@ -16,13 +16,40 @@ is acknowledged with 200 instead of provoking a retry storm; `http_answer` decid
     |   +-- PermanentUpstreamError 502 (a retry cannot help)
     |       +-- UpstreamConflict (409), UpstreamNotFound (404), UpstreamGone (410)
     +-- UnprocessableNotification 422 (well-formed but cannot be applied: unknown booking,
-        amount mismatch); acknowledged to webhook senders
+    |   amount mismatch); acknowledged to webhook senders
+    +-- InvalidSettings 503, retry (a setting is malformed: the sender retries once an
+        operator fixes it)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+__all__ = [
+    "Conflict",
+    "CredentialsRejected",
+    "Forbidden",
+    "HttpAnswer",
+    "InvalidRequest",
+    "InvalidSettings",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "PermanentUpstreamError",
+    "PlatformError",
+    "ReauthorizationRequired",
+    "RequestError",
+    "TransientUpstreamError",
+    "Unauthenticated",
+    "UnprocessableNotification",
+    "UnsupportedMediaType",
+    "UpstreamConflict",
+    "UpstreamError",
+    "UpstreamGone",
+    "UpstreamNotFound",
+    "http_answer",
+]
 
 
 class PlatformError(Exception):
@@ -134,6 +161,15 @@ class UpstreamGone(PermanentUpstreamError):
 class UnprocessableNotification(PlatformError):
     status = 422
     code = "unprocessable"
+
+
+class InvalidSettings(PlatformError):
+    """An environment setting is malformed or unknown: nothing can be trusted until an
+    operator fixes it, so 503 (Mercado Pago keeps the delivery) rather than a guess."""
+
+    status = 503
+    code = "invalid_settings"
+    retry = True
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,17 @@ from shared.errors import InvalidRequest, NotFound, PermanentUpstreamError
 from shared.secrets import read_secret
 from shared.upstream import Deadline
 
+__all__ = [
+    "Listing",
+    "Query",
+    "Timings",
+    "list_events",
+    "parse_query",
+    "render_ics",
+    "require_public_enabled",
+    "wants_public",
+]
+
 ZONE = ZoneInfo(TIME_ZONE)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 250
@@ -59,6 +70,10 @@ ADMIN_PARAMS = frozenset({"from", "to", "limit", "pageToken", "teacher", "status
 PUBLIC_PARAMS = frozenset({"public", "from", "to", "limit", "pageToken", "format"})
 FORMATS = ("json", "ics")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+"""`from` and `to` lie in [EPOCH, LATEST): near year 1 or 9999 converting to Buenos Aires
+time, adding the default window or rendering the feed's time zone overflows."""
+MAX_PAGE_TOKEN_CHARS = 4096
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # "+03:00" arrives as " 03:00" when a caller forgets to percent-encode the "+".
 _UNENCODED_PLUS = re.compile(r"(.*\d) (\d{2}(?::?\d{2})?)")
@@ -202,7 +217,8 @@ def parse_query(args: Mapping[str, list[str]], now: datetime | None = None) -> Q
 
 
 def _limit(raw: str) -> int:
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    # Length first: int() refuses thousands of digits with a ValueError.
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}", parameter="limit")
     return int(raw)
 
@@ -221,6 +237,18 @@ def _instant(raw: str, name: str) -> datetime:
             "e.g. 2026-12-01T18:00:00-03:00",
             parameter=name,
         )
+    try:
+        return _local(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"{name} must lie between 1970-01-01 and 9999-01-01", parameter=name
+        ) from None
+
+
+def _local(value: datetime) -> datetime:
+    """An aware instant in Buenos Aires time; ValueError outside [EPOCH, LATEST)."""
+    if value.tzinfo is None or not EPOCH <= value < LATEST:
+        raise ValueError("instant out of range")
     return value.astimezone(ZONE)
 
 
@@ -237,15 +265,18 @@ def _wrap_token(google_token: str, query: Query) -> str:
 
 def _unwrap_token(token: str, public: bool) -> tuple[str, datetime, datetime]:
     try:
+        if len(token) > MAX_PAGE_TOKEN_CHARS:
+            raise ValueError("longer than any token of ours")
         raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         if raw["m"] != ("public" if public else "admin"):
             raise ValueError("a token of the other listing")
         return (
             str(raw["g"]),
-            datetime.fromisoformat(raw["f"]).astimezone(ZONE),
-            datetime.fromisoformat(raw["t"]).astimezone(ZONE),
+            _local(datetime.fromisoformat(raw["f"])),
+            _local(datetime.fromisoformat(raw["t"])),
         )
-    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeError):
+    # RecursionError: a crafted token of deeply nested JSON arrays.
+    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeError, RecursionError):
         raise InvalidRequest(
             "pageToken is not a token of this listing", parameter="pageToken"
         ) from None

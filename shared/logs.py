@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from shared.config import get_settings
+from shared.errors import InvalidSettings
 
 __all__ = ["bind", "error", "info", "log", "request_context", "trace_field", "warning"]
 
@@ -37,7 +38,10 @@ def trace_field(trace_header: str | None) -> dict[str, str]:
     if not trace_header:
         return {}
     trace_id = trace_header.split("/", 1)[0].strip()
-    project = get_settings().project_id
+    try:
+        project = get_settings().project_id
+    except InvalidSettings:
+        return {}  # the handler answers 503 for it; the log line needs no trace for that
     if not trace_id or not project:
         return {}
     return {"logging.googleapis.com/trace": f"projects/{project}/traces/{trace_id}"}

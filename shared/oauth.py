@@ -18,6 +18,7 @@ import base64
 import enum
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -43,7 +44,7 @@ from shared.errors import (
     Unauthenticated,
     UpstreamNotFound,
 )
-from shared.secrets import add_secret_version, read_secret
+from shared.secrets import add_secret_version, matching_secret, read_secret
 from shared.tokens import (
     CALENDAR_SCOPES,
     forget_calendar_grant,
@@ -52,11 +53,24 @@ from shared.tokens import (
 )
 from shared.upstream import Deadline
 
+__all__ = [
+    "ConsentOutcome",
+    "ConsentResult",
+    "ConsentStart",
+    "complete_consent",
+    "parse_state",
+    "sign_state",
+    "start_consent",
+]
+
 STATE_COLLECTION = "oauth_states"
 STATE_LIFETIME_SECONDS = 600
 EMAIL_SCOPE = "https://www.googleapis.com/auth/userinfo.email"
 # Long scope names: Google answers "email" as EMAIL_SCOPE, which oauthlib calls a change.
 CONSENT_SCOPES: tuple[str, ...] = ("openid", EMAIL_SCOPE, *CALENDAR_SCOPES)
+# nonce.expiry.signature, all ASCII and bounded: "²" passes str.isdigit but not int(),
+# and hmac.compare_digest refuses non-ASCII text.
+_STATE = re.compile(r"([A-Za-z0-9_-]{1,64})\.([0-9]{1,12})\.([A-Za-z0-9_-]{43})")
 
 
 class ConsentOutcome(enum.StrEnum):
@@ -101,6 +115,12 @@ def sign_state(key: str, nonce: str, expires_at: int) -> str:
     payload = f"{nonce}.{expires_at}"
     digest = hmac.new(key.encode(), f"state:{payload}".encode(), hashlib.sha256).digest()
     return f"{payload}.{_b64(digest)}"
+
+
+def parse_state(state: str) -> tuple[str, int] | None:
+    """(nonce, expiry) of a state shaped like the ones `sign_state` makes, else None."""
+    match = _STATE.fullmatch(state)
+    return (match[1], int(match[2])) if match else None
 
 
 def _b64(raw: bytes) -> str:
@@ -158,11 +178,10 @@ def start_consent(admin: Admin) -> ConsentStart:
 
 def complete_consent(params: Mapping[str, str]) -> ConsentResult:
     """Handle Google's redirect: check the state, exchange the code, store the grant."""
-    key = read_secret(get_settings().secrets.oauth_state_key)
-    checked = _check_state(key, params.get("state", ""))
+    checked = _check_state(params.get("state", ""))
     if isinstance(checked, ConsentOutcome):
         return _refused(checked)
-    nonce, requested_by = checked
+    key, nonce, requested_by = checked
     error = params.get("error", "")
     if error:
         outcome = (
@@ -201,15 +220,24 @@ def _refused(outcome: ConsentOutcome, error: str = "") -> ConsentResult:
     return ConsentResult(outcome, error=error)
 
 
-def _check_state(key: str, state: str) -> tuple[str, str] | ConsentOutcome:
-    """(nonce, requested_by) of a valid state, consumed; else why it is refused."""
-    nonce, _, rest = state.partition(".")
-    expires_raw, _, _ = rest.partition(".")
-    if not nonce or not expires_raw.isdigit():
+def _check_state(state: str) -> tuple[str, str, str] | ConsentOutcome:
+    """(key, nonce, requested_by) of a valid state, consumed; else why it is refused.
+
+    `key` is the state key that signed it: the PKCE verifier is derived from the same key.
+    """
+    parsed = parse_state(state)
+    if parsed is None:
         return ConsentOutcome.INVALID_STATE
-    if not hmac.compare_digest(sign_state(key, nonce, int(expires_raw)), state):
+    nonce, expires_at = parsed
+
+    def signed_it(key: str) -> bool:
+        return hmac.compare_digest(sign_state(key, nonce, expires_at).encode(), state.encode())
+
+    # A warm instance may hold a rotated-out key: a mismatch reads it once more.
+    key = matching_secret(get_settings().secrets.oauth_state_key, signed_it)
+    if key is None:
         return ConsentOutcome.INVALID_STATE
-    if int(expires_raw) < time.time():
+    if expires_at < time.time():
         return ConsentOutcome.EXPIRED_STATE
     ref = firestore_client().collection(STATE_COLLECTION).document(nonce)
 
@@ -223,7 +251,8 @@ def _check_state(key: str, state: str) -> tuple[str, str] | ConsentOutcome:
         return {"usedAt": SERVER_TIME}, (nonce, str(record.get("requestedBy") or ""))
 
     deadline = Deadline(get_settings().handler_budget_seconds)
-    return store.update_if_unchanged(ref, consume, deadline, "consume OAuth state")
+    result = store.update_if_unchanged(ref, consume, deadline, "consume OAuth state")
+    return result if isinstance(result, ConsentOutcome) else (key, *result)
 
 
 def _exchange(code: str, verifier: str) -> dict[str, Any] | ConsentResult:

@@ -8,6 +8,7 @@ read back from Mercado Pago with our access token. Webhooks are authenticated by
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -24,32 +25,51 @@ from shared.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from shared.secrets import read_secret
+from shared.secrets import matching_secret, read_secret
 from shared.upstream import Deadline, Upstream, call
 
+__all__ = [
+    "MAX_BODY_BYTES",
+    "IgnoredNotification",
+    "PaymentNotification",
+    "Refund",
+    "parse_notification",
+    "read_payment",
+    "refund_payment",
+    "signature_parts",
+]
+
 MAX_BODY_BYTES = 64 * 1024
+MAX_SIGNATURE_CHARS = 256
+_PAYMENT_ID = re.compile(r"[0-9]{1,20}")  # ASCII digits: str.isdigit accepts "²" and "١٢٣"
+_SIGNATURE_TS = re.compile(r"[0-9]{1,16}")  # seconds or milliseconds
+_SIGNATURE_V1 = re.compile(r"[0-9a-fA-F]{64}")  # hex HMAC-SHA256
 
 
 def payment_from_api(raw: dict[str, Any]) -> Payment:
     """The payment as the platform reads it, from Mercado Pago's JSON."""
-    amount = raw.get("transaction_amount")
-    try:
-        value = (
-            Decimal(str(amount)) if amount is not None and not isinstance(amount, bool) else None
-        )
-    except InvalidOperation:
-        value = None
     order = raw["order"] if isinstance(raw.get("order"), dict) else {}
     return Payment(
         id=str(raw.get("id", "")),
         status=str(raw.get("status") or ""),
         status_detail=str(raw.get("status_detail") or ""),
         external_reference=str(raw.get("external_reference") or ""),
-        amount=value if value is not None and value.is_finite() else None,
+        amount=_amount(raw.get("transaction_amount")),
         currency=str(raw.get("currency_id") or ""),
         order_id=str(order.get("id") or ""),
         date_approved=raw.get("date_approved"),
+        amount_refunded=_amount(raw.get("transaction_amount_refunded")) or Decimal(0),
     )
+
+
+def _amount(raw: Any) -> Decimal | None:
+    if raw is None or isinstance(raw, bool):
+        return None
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
 
 
 @dataclass(frozen=True)
@@ -104,7 +124,8 @@ def parse_notification(
             raise UnsupportedMediaType("notification body must be application/json")
         try:
             parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: thousands of nested brackets fit in the body limit.
             raise InvalidRequest("notification body is not valid JSON") from exc
         if not isinstance(parsed, dict):
             raise InvalidRequest("notification body must be a JSON object")
@@ -128,10 +149,32 @@ def parse_notification(
 
 
 def _payment_id(raw: Any) -> str:
+    """Mercado Pago payment ids are numbers: anything else is refused before any call."""
     value = str(raw or "").strip()
-    if not value or len(value) > 64 or not value.isalnum():
-        raise InvalidRequest("notification does not name a valid payment id")
+    if not _PAYMENT_ID.fullmatch(value):
+        raise InvalidRequest("notification does not name a valid payment id (ASCII digits)")
     return value
+
+
+def signature_parts(header: str) -> tuple[str, str]:
+    """`ts` and `v1` of a well-formed `x-signature` (`ts=<digits>,v1=<hex>`), or 401.
+
+    Checked before the SDK sees the header: its comparison raises TypeError on non-ASCII
+    text. Other `key=value` parts (a future `v2`) are allowed and ignored.
+    """
+    if not header.isascii() or len(header) > MAX_SIGNATURE_CHARS:
+        raise Unauthenticated("malformed x-signature header")
+    parts: dict[str, str] = {}
+    for part in header.split(","):
+        key, equals, value = part.partition("=")
+        key = key.strip().lower()
+        if not equals or key in parts:
+            raise Unauthenticated("malformed x-signature header")
+        parts[key] = value.strip()
+    ts, v1 = parts.get("ts", ""), parts.get("v1", "")
+    if not _SIGNATURE_TS.fullmatch(ts) or not _SIGNATURE_V1.fullmatch(v1):
+        raise Unauthenticated("malformed x-signature header")
+    return ts, v1
 
 
 def _verify_signature(
@@ -145,46 +188,30 @@ def _verify_signature(
     signature = headers.get("x-signature", "")
     if not signature:
         raise Unauthenticated("missing x-signature header")
-    secret = read_secret(get_settings().secrets.mercadopago_webhook_secret)
+    ts, v1 = signature_parts(signature)
+    # Before the secret: a replayed delivery costs no Secret Manager read.
+    current = time.time() if now is None else now
+    drift = min(abs(current - int(ts)), abs(current - int(ts) / 1000))
+    if drift > tolerance:
+        raise Unauthenticated("webhook signature timestamp is outside the tolerance")
+    checked = f"ts={ts},v1={v1}"  # what was validated above is exactly what the SDK reads
     request_id = headers.get("x-request-id") or None
     candidates = (
         [data_id] if not data_id or data_id == data_id.lower() else [data_id, data_id.lower()]
     )
-    matched = False
-    for candidate in candidates:
-        try:
-            WebhookSignatureValidator.validate(signature, request_id, candidate, secret)
-        except InvalidWebhookSignatureError:
-            continue
-        matched = True
-        break
-    if not matched:
+
+    def signed_with(secret: str) -> bool:
+        for candidate in candidates:
+            try:
+                WebhookSignatureValidator.validate(checked, request_id, candidate, secret)
+            except InvalidWebhookSignatureError:
+                continue
+            return True
+        return False
+
+    # A warm instance may hold a rotated-out secret: a mismatch reads it once more.
+    if matching_secret(get_settings().secrets.mercadopago_webhook_secret, signed_with) is None:
         raise Unauthenticated("invalid webhook signature")
-    ts = _signature_timestamp(signature)
-    current = time.time() if now is None else now
-    drift = min(abs(current - ts), abs(current - ts / 1000))
-    if drift > tolerance:
-        raise Unauthenticated("webhook signature timestamp is outside the tolerance")
-
-
-def _signed_with(secret: str, signature: str, request_id: str | None, data_id: str | None) -> bool:
-    """Whether `signature` was made with `secret`, for the id as sent or lower-cased."""
-    candidates = {data_id, data_id.lower()} if data_id else {data_id}
-    for candidate in candidates:
-        try:
-            WebhookSignatureValidator.validate(signature, request_id, candidate, secret)
-        except InvalidWebhookSignatureError:
-            continue
-        return True
-    return False
-
-
-def _signature_timestamp(signature: str) -> float:
-    for part in signature.split(","):
-        key, _, value = part.partition("=")
-        if key.strip().lower() == "ts" and value.strip().isdigit():
-            return float(value.strip())
-    raise Unauthenticated("webhook signature has no timestamp")
 
 
 # -- Mercado Pago API ------------------------------------------------------------------

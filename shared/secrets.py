@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from google.cloud import secretmanager
 
@@ -16,14 +17,24 @@ from shared.clients import on_reset, secret_manager_client
 from shared.config import get_settings
 from shared.upstream import Deadline, Upstream, call
 
-__all__ = ["CACHE_SECONDS", "add_secret_version", "forget_cached_secrets", "read_secret"]
+__all__ = [
+    "CACHE_SECONDS",
+    "add_secret_version",
+    "forget_cached_secrets",
+    "matching_secret",
+    "read_secret",
+]
 
 CACHE_SECONDS = 300.0
 BUDGET_SECONDS = 5.0
 """For callers with no request deadline at hand (a credential refresh inside a Calendar call)."""
+MISMATCH_REFRESH_SECONDS = 30.0
+"""How often a mismatch may re-read one secret: a rotation is seen within this, while
+forged requests cost at most one Secret Manager read per secret per interval."""
 
 _cache: dict[str, tuple[float, str]] = {}
 _cache_lock = threading.Lock()
+_refreshed: dict[str, float] = {}  # secret id -> when a mismatch last re-read it
 
 
 def _secret_path(secret_id: str) -> str:
@@ -59,6 +70,27 @@ def read_secret(
     with _cache_lock:
         _cache[secret_id] = (now, value)
     return value
+
+
+def matching_secret(secret_id: str, matches: Callable[[str], bool]) -> str | None:
+    """The value of `secret_id` that `matches` accepts, or None.
+
+    After a rotation, a warm instance still holds the old value for up to `CACHE_SECONDS`;
+    so on a mismatch the secret is read once more, bypassing the cache, but at most once
+    per `MISMATCH_REFRESH_SECONDS` per secret, so that a stream of forged signatures or
+    keys does not become a stream of Secret Manager reads.
+    """
+    value = read_secret(secret_id)
+    if matches(value):
+        return value
+    now = time.monotonic()
+    with _cache_lock:
+        last = _refreshed.get(secret_id)
+        if last is not None and now - last < MISMATCH_REFRESH_SECONDS:
+            return None
+        _refreshed[secret_id] = now
+    fresh = read_secret(secret_id, fresh=True)
+    return fresh if fresh != value and matches(fresh) else None
 
 
 def add_secret_version(secret_id: str, value: str, deadline: Deadline | None = None) -> str:
@@ -118,6 +150,7 @@ def _version_number(name: str) -> int:
 def forget_cached_secrets() -> None:
     with _cache_lock:
         _cache.clear()
+        _refreshed.clear()
 
 
 on_reset(forget_cached_secrets)

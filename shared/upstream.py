@@ -37,7 +37,16 @@ from shared.errors import (
     UpstreamNotFound,
 )
 
-__all__ = ["RATE_LIMIT_REASONS", "Deadline", "Upstream", "call", "translate"]
+__all__ = [
+    "ANSWER_MARGIN_SECONDS",
+    "FOREIGN",
+    "RATE_LIMIT_REASONS",
+    "Deadline",
+    "Upstream",
+    "by_status",
+    "call",
+    "translate",
+]
 
 T = TypeVar("T")
 

@@ -19,6 +19,7 @@ from flask import Request, Response
 
 from shared import logs
 from shared.errors import (
+    InvalidSettings,
     MethodNotAllowed,
     PayloadTooLarge,
     PlatformError,
@@ -72,8 +73,11 @@ def endpoint(
                         raise MethodNotAllowed(f"use {' or '.join(methods)}")
                     handled = handler(request)
                 except PlatformError as exc:
-                    # A lost Google grant was already logged once, at ERROR, by the provider.
-                    quiet = isinstance(exc, RequestError | ReauthorizationRequired)
+                    # A lost Google grant was already logged once, at ERROR, by the provider,
+                    # and invalid settings once, at ERROR, by shared.config.
+                    quiet = isinstance(
+                        exc, RequestError | ReauthorizationRequired | InvalidSettings
+                    )
                     logs.log(
                         "WARNING" if quiet else "ERROR",
                         f"{action} failed",

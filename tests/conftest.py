@@ -6,7 +6,8 @@ Firestore data, the emulators' state and every lazily-built client are reset.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ import requests
 
 from devstack.client import StackClient
 from devstack.stack import LocalStack
-from shared.clients import reset_clients
+from shared.clients import reset_clients, secret_manager_client
+
+Rotate = Callable[[str], str]
 
 
 @pytest.fixture(scope="session")
@@ -41,4 +44,29 @@ def client(stack: LocalStack) -> Iterator[StackClient]:
     requests.post(f"{urls['mercadopago']}/_emulator/mercadopago/reset", timeout=5)
     reset_clients()
     yield StackClient(stack.document)
+    reset_clients()
+
+
+def _stack_secret(client: StackClient, secret_id: str) -> str:
+    """The latest value as Secret Manager holds it, without touching the functions' cache."""
+    name = f"projects/{client.doc['project_id']}/secrets/{secret_id}/versions/latest"
+    return str(secret_manager_client().access_secret_version(name=name).payload.data.decode())
+
+
+@pytest.fixture
+def rotate(stack: LocalStack, client: StackClient) -> Iterator[Rotate]:
+    """Adds a new version of one of the stack's secrets, as an operator rotating it would
+    (the functions' cache is left warm); the original value is put back afterwards."""
+    assert stack.emulators is not None
+    originals: dict[str, str] = {}
+
+    def rotate(secret_id: str) -> str:
+        originals.setdefault(secret_id, _stack_secret(client, secret_id))
+        value = secrets.token_hex(32)
+        stack.emulators.secretmanager.seed(stack.project_id, secret_id, value.encode())
+        return value
+
+    yield rotate
+    for secret_id, value in originals.items():
+        stack.emulators.secretmanager.seed(stack.project_id, secret_id, value.encode())
     reset_clients()

@@ -321,6 +321,36 @@ def test_forged_token_and_unknown_channel_are_rejected(
     assert push(client, watched).json()["outcome"] == "synced"  # the real token still works
 
 
+@pytest.mark.parametrize(
+    "channel_id", ["a/b", ".", "..", "__x__", "a//b", "ch-" + "0" * 31 + "/", "ch-unknown"]
+)
+def test_a_channel_id_firestore_cannot_name_is_an_unknown_channel(
+    client: StackClient, channel_id: str
+) -> None:
+    client.reset_stats("calendar")
+
+    answer = push(client, {"id": channel_id, "token": "guessed", "resourceId": "r"})
+
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "not_found"
+    assert client.stats("calendar") == {}
+    assert sync_state(client) == {}
+
+
+def test_an_undocumented_resource_state_is_a_400(
+    client: StackClient, watched: dict[str, Any]
+) -> None:
+    before = wait_for(lambda: sync_settled(client))
+    client.reset_stats("calendar")
+
+    answer = push(client, watched, **{"X-Goog-Resource-State": "bogus"})
+
+    assert answer.status_code == 400
+    assert "X-Goog-Resource-State" in answer.json()["error"]["message"]
+    assert client.stats("calendar") == {}
+    assert sync_state(client)["generation"] == before["generation"]
+
+
 def test_stale_sync_token_triggers_a_full_resync(
     client: StackClient, watched: dict[str, Any]
 ) -> None:

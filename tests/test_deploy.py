@@ -322,6 +322,27 @@ def test_deploy_issues_the_expected_commands_and_is_safe_to_run_twice(
     assert "payment_webhook?source_news=webhooks" in second.stdout
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CALENDAR_AUTH", "service-account"),
+        ("PUBLIC_EVENTS_ENABLED", "maybe"),
+        ("ADMIN_EMAILS", "ana@example.com,luis"),
+    ],
+)
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "deploy"])
+def test_deploy_refuses_a_setting_the_functions_would_refuse(
+    fake_gcloud: dict[str, str], name: str, value: str, dry_run: bool
+) -> None:
+    result = _deploy(*(["--dry-run"] if dry_run else []), env={**fake_gcloud, name: value})
+
+    assert result.returncode != 0
+    assert f"invalid setting: {name} must be" in result.stderr
+    assert value not in result.stderr
+    assert _mutating(_calls(fake_gcloud)) == []
+    assert "functions deploy" not in result.stdout
+
+
 def test_a_missing_gcloud_is_named(fake_gcloud: dict[str, str]) -> None:
     result = _deploy("--dry-run", env={**fake_gcloud, "GCLOUD": "gcloud-not-installed"})
 

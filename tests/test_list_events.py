@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import json
+import time
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import icalendar
+import jwt as pyjwt
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.client import StackClient
 from devstack.instrument import firestore_rpcs
@@ -163,6 +169,71 @@ def test_only_admins_may_list(client: StackClient, case: str, expected: int) -> 
     if expected != 200:
         assert response.headers["Content-Type"] == "application/json"
         assert response.json()["error"]["code"] in ("unauthenticated", "forbidden")
+
+
+def _forged_id_token(client: StackClient) -> str:
+    """An admin's claims signed by a key Google never published (a `kid` nobody knows)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = int(time.time())
+    claims = {
+        "iss": "https://accounts.google.com",
+        "aud": client.doc["env"]["ID_TOKEN_AUDIENCE"],
+        "email": client.doc["admin_email"],
+        "email_verified": True,
+        "iat": now,
+        "exp": now + 3600,
+    }
+    return pyjwt.encode(claims, key, algorithm="RS256", headers={"kid": uuid.uuid4().hex})
+
+
+def _certificate_fetches(client: StackClient) -> int:
+    return client.stats("oauth").get("GET /oauth2/v1/certs", 0)
+
+
+def test_tokens_with_unknown_kids_fetch_googles_certificates_once_per_interval(
+    client: StackClient,
+) -> None:
+    forged = [{"Authorization": f"Bearer {_forged_id_token(client)}"} for _ in range(20)]
+    client.reset_stats("oauth")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda headers: _list(client, headers, **WINDOW), forged))
+    admin = _list(client, {"Authorization": f"Bearer {_id_token(client)}"}, **WINDOW)
+
+    assert [a.status_code for a in answers] == [401] * 20
+    assert _certificate_fetches(client) == 1  # the first unknown kid fetched; none after
+    assert admin.status_code == 200  # Google's real keys came with that one fetch
+
+
+def test_an_admin_does_not_wait_behind_forged_tokens_while_certificates_are_slow(
+    client: StackClient,
+) -> None:
+    admin = {"Authorization": f"Bearer {_id_token(client)}"}
+    assert _list(client, admin, **WINDOW).status_code == 200  # the certificates are cached
+    client.set_faults("oauth", {"rules": [{"pathContains": "/certs", "latencyMs": 2000}]})
+    forged = [{"Authorization": f"Bearer {_forged_id_token(client)}"} for _ in range(6)]
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        pending = [pool.submit(_list, client, headers, **WINDOW) for headers in forged]
+        time.sleep(0.2)
+        started = time.monotonic()
+        genuine = _list(client, admin, **WINDOW)
+        waited = time.monotonic() - started
+        refused = [future.result() for future in pending]
+
+    assert genuine.status_code == 200
+    assert waited < 1.5, f"the admin waited {waited:.1f}s"
+    assert [r.status_code for r in refused] == [401] * 6
+
+
+def test_an_id_token_of_deeply_nested_json_is_a_401(client: StackClient) -> None:
+    nested = base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=")
+    token = f"{nested}.{nested}.c2ln"
+
+    response = _list(client, {"Authorization": f"Bearer {token}"}, **WINDOW)
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthenticated"
 
 
 def test_only_get_is_allowed(client: StackClient) -> None:
@@ -361,6 +432,56 @@ def test_page_token_of_another_window_is_a_400(client: StackClient) -> None:
 
     assert response.status_code == 400
     assert "pageToken" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"from": "0001-01-01T00:00:00+14:00"}, "from"),
+        ({"to": "9999-12-31T23:59:59-14:00", "from": WINDOW["from"]}, "to"),
+        ({"from": "9999-12-31T00:00:00+00:00"}, "from"),  # and the default 30 days after it
+        ({"from": "1969-12-31T23:59:59+00:00", "to": WINDOW["to"]}, "from"),
+    ],
+)
+def test_an_instant_at_the_ends_of_the_calendar_is_a_400(
+    client: StackClient, params: dict[str, str], named: str
+) -> None:
+    response = _list(client, **params)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith(f"{named} must")
+    assert client.stats("calendar") == {}
+
+
+def test_a_limit_of_five_thousand_digits_is_a_400(client: StackClient) -> None:
+    response = _list(client, limit="9" * 5000, **WINDOW)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("limit must")
+
+
+def _crafted_token(**fields: str) -> str:
+    raw = {"m": "admin", "f": WINDOW["from"], "t": WINDOW["to"], "g": "", **fields}
+    return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        _crafted_token(f="0001-01-01T00:00:00+14:00"),
+        _crafted_token(t="9999-12-31T23:59:59-14:00"),
+        _crafted_token(f="2026-12-01T00:00:00"),  # no offset
+        base64.urlsafe_b64encode(b"[" * 3000).decode(),
+        "A" * 5000,
+    ],
+    ids=["year 1", "year 10000", "naive", "nested json", "long"],
+)
+def test_a_crafted_page_token_is_a_400(client: StackClient, token: str) -> None:
+    response = _list(client, pageToken=token)
+
+    assert response.status_code == 400
+    assert "pageToken" in response.json()["error"]["message"]
+    assert client.stats("calendar") == {}
 
 
 def test_teacher_and_status_filter_after_the_join(client: StackClient) -> None:
@@ -577,6 +698,15 @@ def test_public_listing_refuses_booking_filters(client: StackClient, name: str) 
 
     assert response.status_code == 400
     assert name in response.json()["error"]["message"]
+
+
+@pytest.mark.usefixtures("public_mode")
+def test_the_public_feed_with_a_window_past_the_year_9999_is_a_400(client: StackClient) -> None:
+    response = _public(client, **{"from": "9999-12-31T00:00:00+00:00"})  # no credential
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("from must")
+    assert client.stats("calendar") == {}
 
 
 @pytest.mark.usefixtures("public_mode")

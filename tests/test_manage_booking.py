@@ -17,7 +17,9 @@ def _manage(client: StackClient, body: Any, headers: dict[str, str] | None = Non
     return requests.post(
         client.doc["functions"]["manage_booking"],
         json=body,
-        headers={"X-API-Key": client.doc["secrets"]["admin_api_key"]} if headers is None else headers,
+        headers={"X-API-Key": client.doc["secrets"]["admin_api_key"]}
+        if headers is None
+        else headers,
         timeout=30,
     )
 
@@ -105,7 +107,10 @@ def test_reschedule_moves_the_class_and_keeps_its_meet_link(client: StackClient)
 
 def test_an_overlapping_reschedule_is_refused_naming_the_other_class(client: StackClient) -> None:
     busy = _scheduled(
-        client, classTitle="Física", start="2026-12-04T10:00:00-03:00", end="2026-12-04T11:00:00-03:00"
+        client,
+        classTitle="Física",
+        start="2026-12-04T10:00:00-03:00",
+        end="2026-12-04T11:00:00-03:00",
     )
     moved = _scheduled(client)
     request = {

@@ -7,15 +7,18 @@ the real Calendar path (google-auth, googleapiclient, the Calendar emulator).
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
+import hashlib
+import hmac
 import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import google.auth.transport.requests
 import pytest
@@ -266,6 +269,54 @@ def test_forged_or_unknown_state_is_refused_and_nothing_is_stored(client: StackC
     assert _status(client) == {}
     # The genuine state was not spent by the forgeries.
     assert _callback(callback).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "state",
+    ["é.1.x", "a.².x", "a." + "9" * 5000 + ".x", "a.1." + "é" * 43, "a" * 65 + ".1." + "A" * 43],
+    ids=["non-ascii nonce", "superscript expiry", "5000-digit expiry", "non-ascii sig", "long"],
+)
+def test_a_state_that_is_not_ascii_or_too_long_shows_the_invalid_link_page(
+    client: StackClient, state: str
+) -> None:
+    versions_before = _versions()
+
+    answer = requests.get(
+        client.doc["functions"]["oauth_callback"],
+        params={"code": "4/0whatever", "state": state},
+        timeout=TIMEOUT,
+    )
+
+    assert answer.status_code == 400
+    assert "Enlace no válido" in answer.text and "Invalid link" in answer.text
+    assert _versions() == versions_before
+    assert _status(client) == {}
+    assert _grants(client) == {}
+
+
+def test_a_rotated_state_key_is_accepted_by_a_warm_instance(
+    client: StackClient, rotate: Callable[[str], str]
+) -> None:
+    started = _start(client)  # signed with the key this instance now keeps in its cache
+    new_key = rotate("oauth-state-key")
+    # The same consent as an instance started after the rotation would have begun it.
+    nonce, expires, _ = _query(started)["state"].split(".")
+    verifier = _b64(hmac.new(new_key.encode(), f"pkce:{nonce}".encode(), hashlib.sha256).digest())
+    params = {
+        **_query(started),
+        "state": sign_state(new_key, nonce, int(expires)),
+        "code_challenge": _b64(hashlib.sha256(verifier.encode()).digest()),
+    }
+    url = urlunsplit(urlsplit(started)._replace(query=urlencode(params)))
+
+    answer = _callback(_consent(url))
+
+    assert answer.status_code == 200, answer.text
+    assert _status(client)["status"] == "connected"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def test_expired_state_is_refused(client: StackClient) -> None:

@@ -7,6 +7,7 @@ body), fails the test. Examples per operation are few, so the suite stays fast.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from devstack.client import StackClient
 from devstack.stack import LocalStack, function_names
 from shared import errors
 
@@ -123,3 +125,68 @@ def test_the_local_stack_serves_the_document(stack: LocalStack) -> None:
 
     assert served.status_code == 200
     assert yaml.safe_load(served.text) == DOCUMENT
+
+
+def _ipn(payment_id: object) -> dict[str, Any]:
+    return {"params": {"topic": "payment", "id": str(payment_id)}}
+
+
+def _approved_ipn(client: StackClient) -> dict[str, Any]:
+    return _ipn(client.create_payment(client.seed_booking())["id"])
+
+
+def _push(channel_id: str, state: str) -> dict[str, Any]:
+    return {"headers": {"X-Goog-Channel-ID": channel_id, "X-Goog-Resource-State": state}}
+
+
+# case -> (path, status, the request's parameters for `requests`)
+ANSWERS: dict[str, tuple[str, int, Callable[[StackClient], dict[str, Any]]]] = {
+    "payment scheduled": ("/payment_webhook", 200, _approved_ipn),
+    "payment not found": ("/payment_webhook", 200, lambda c: _ipn(4242)),
+    "topic ignored": (
+        "/payment_webhook",
+        200,
+        lambda c: {"params": {"topic": "merchant_order", "id": "1"}},
+    ),
+    "payment id not digits": ("/payment_webhook", 400, lambda c: _ipn("²")),
+    "signature not ascii": (
+        "/payment_webhook",
+        401,
+        lambda c: {
+            "params": {"data.id": "1", "type": "payment"},
+            "headers": {"x-signature": "ts=1700000000,v1=\xe9"},
+        },
+    ),
+    "undocumented resource state": (
+        "/calendar_notifications",
+        400,
+        lambda c: _push("ch-" + "0" * 32, "bogus"),
+    ),
+    "channel firestore cannot name": (
+        "/calendar_notifications",
+        404,
+        lambda c: _push("a/b", "exists"),
+    ),
+    "instant past the year 9999": (
+        "/list_events",
+        400,
+        lambda c: {
+            "params": {"to": "9999-12-31T23:59:59-14:00"},
+            "headers": {"X-API-Key": c.doc["secrets"]["admin_api_key"]},
+        },
+    ),
+    "state not ascii": ("/oauth_callback", 400, lambda c: {"params": {"state": "é.1.x"}}),
+}
+
+
+@pytest.mark.parametrize("case", ANSWERS)
+def test_answers_to_edge_inputs_are_the_documented_ones(client: StackClient, case: str) -> None:
+    path, status, request = ANSWERS[case]
+    [method] = [m.upper() for m in DOCUMENT["paths"][path]]
+
+    response = requests.request(
+        method, client.doc["functions"][path.strip("/")], timeout=30, **request(client)
+    )
+
+    assert response.status_code == status, response.text
+    schema[path][method].validate_response(response)

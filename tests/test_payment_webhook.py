@@ -259,6 +259,7 @@ def _signed_post(
     secret: str | None = None,
     sign_id: str | None = None,
     extra_headers: dict[str, str] | None = None,
+    topic: str = "payment",
 ) -> requests.Response:
     secret = secret or client.doc["secrets"]["mercadopago_webhook_secret"]
     ts = int(time.time()) if ts is None else ts
@@ -267,11 +268,11 @@ def _signed_post(
     v1 = hmac.new(secret.encode(), manifest.encode(), hashlib.sha256).hexdigest()
     if body is None:
         body = json.dumps(
-            {"type": "payment", "action": "payment.updated", "data": {"id": data_id}}
+            {"type": topic, "action": f"{topic}.updated", "data": {"id": data_id}}
         ).encode()
     return requests.post(
         client.doc["functions"]["payment_webhook"],
-        params={"data.id": data_id, "type": "payment"},
+        params={"data.id": data_id, "type": topic},
         data=body,
         headers={
             "Content-Type": content_type,
@@ -329,15 +330,76 @@ def test_missing_signature_headers_are_401(client: StackClient) -> None:
 def test_signature_accepted_in_either_casing_and_unit(
     client: StackClient, unit: str, lowercase: bool
 ) -> None:
-    data_id = "AbC123"
+    data_id = "AbC123"  # alphanumeric ids are other topics' (payment ids are numbers)
     now = time.time()
     ts = int(now * 1000) if unit == "ms" else int(now)
     response = _signed_post(
-        client, data_id=data_id, ts=ts, sign_id=data_id.lower() if lowercase else data_id
+        client,
+        data_id=data_id,
+        ts=ts,
+        sign_id=data_id.lower() if lowercase else data_id,
+        topic="topic_merchant_order_wh",
     )
-    # Authenticated: the payment is then looked up (and not found: acknowledged).
+    # Authenticated: then ignored, as every topic but payments is.
     assert response.status_code == 200
-    assert response.json()["outcome"] == "payment_not_found"
+    assert response.json() == {"outcome": "ignored", "topic": "topic_merchant_order_wh"}
+
+
+def test_a_signed_unknown_payment_is_acknowledged(client: StackClient) -> None:
+    response = _signed_post(client, data_id="98765432101")
+
+    assert response.status_code == 200
+    assert response.json() == {"outcome": "payment_not_found"}
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        "ts=1700000000,v1=\xe9",
+        "ts=1700000000,v1=" + "a" * 63 + "\xe9",
+        "ts=\xb2,v1=" + "a" * 64,
+        "ts=1700000000,ts=1700000001,v1=" + "a" * 64,
+        "ts=1700000000",
+        "v1=" + "a" * 64,
+        "ts=1700000000,v1=" + "a" * 300,
+    ],
+    ids=["latin-1 byte", "latin-1 last", "superscript ts", "two ts", "no v1", "no ts", "long"],
+)
+def test_a_malformed_or_non_ascii_signature_header_is_a_401(
+    client: StackClient, signature: str
+) -> None:
+    response = _signed_post(client, extra_headers={"x-signature": signature})
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthenticated"
+    assert _nothing_written(client)
+
+
+def test_a_validly_signed_body_of_thirty_thousand_brackets_is_a_400(client: StackClient) -> None:
+    response = _signed_post(client, body=b"[" * 30_000)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert _nothing_written(client)
+
+
+@pytest.mark.parametrize("payment_id", ["²", "١٢٣", "ⅷ", "12a", "1" * 21, "-1"])
+@pytest.mark.parametrize("source", ["webhook", "ipn"])
+def test_a_payment_id_that_is_not_ascii_digits_is_a_400_without_calling_mercado_pago(
+    client: StackClient, payment_id: str, source: str
+) -> None:
+    if source == "webhook":
+        response = _signed_post(client, data_id=payment_id)
+    else:
+        response = requests.post(
+            client.doc["functions"]["payment_webhook"],
+            params={"topic": "payment", "id": payment_id},
+            timeout=30,
+        )
+
+    assert response.status_code == 400, response.text
+    assert "payment id" in response.json()["error"]["message"]
+    assert _nothing_written(client)
 
 
 def test_other_topics_are_ignored(client: StackClient) -> None:

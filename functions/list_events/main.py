@@ -20,19 +20,16 @@ from shared.web import Handled, endpoint, lower_headers
 @functions_framework.http
 @endpoint("events listing", methods=("GET", "HEAD"))
 def list_events(request: Request) -> Handled:
+    deadline = Deadline(get_settings().handler_budget_seconds)
     args = request.args.to_dict(flat=False)
     if listing.wants_public(args):
         listing.require_public_enabled()
         caller = "public"
     else:
-        caller = require_admin(lower_headers(request)).identity
+        caller = require_admin(lower_headers(request), deadline).identity
     logs.bind(caller=caller)
     query = listing.parse_query(args)
-    answer = listing.list_events(
-        query,
-        request.headers.get("If-None-Match", ""),
-        Deadline(get_settings().handler_budget_seconds),
-    )
+    answer = listing.list_events(query, request.headers.get("If-None-Match", ""), deadline)
     log = {
         "format": "ics" if query.ics else "json",
         "events": answer.events,
