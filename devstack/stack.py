@@ -174,7 +174,6 @@ class LocalStack:
             "SECRET_MANAGER_ENDPOINT": urls["secretmanager"],
             "GOOGLE_OAUTH_AUTH_URI": f"{oauth_base}/o/oauth2/auth",
             "GOOGLE_OAUTH_TOKEN_URI": f"{oauth_base}/token",
-            "GOOGLE_OAUTH_REVOKE_URI": f"{oauth_base}/revoke",
             "GOOGLE_CERTS_URL": f"{oauth_base}/oauth2/v1/certs",
             "MERCADOPAGO_API_BASE": urls["mercadopago"],
             "OAUTHLIB_INSECURE_TRANSPORT": "1",  # the OAuth emulator speaks http on loopback

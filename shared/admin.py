@@ -161,7 +161,7 @@ def require_admin(headers: dict[str, str], deadline: Deadline | None = None) -> 
     return Admin(email, "id_token")
 
 
-def require_scheduler_or_admin(headers: Mapping[str, str]) -> str:
+def require_scheduler_or_admin(headers: Mapping[str, str], deadline: Deadline) -> str:
     """Cloud Scheduler's OIDC token (its own audience and service account), or an admin.
 
     The scheduler's ID token is checked first when a scheduler audience is configured; any
@@ -171,7 +171,7 @@ def require_scheduler_or_admin(headers: Mapping[str, str]) -> str:
     settings = get_settings()
     scheme, _, token = headers.get("authorization", "").partition(" ")
     if settings.scheduler_audience and scheme.lower() == "bearer" and token.strip():
-        claims = _scheduler_claims(token.strip())
+        claims = _scheduler_claims(token.strip(), deadline)
         if claims is not None:
             email = str(claims.get("email") or "").lower()
             if claims.get("email_verified") is not True or email not in (
@@ -179,13 +179,13 @@ def require_scheduler_or_admin(headers: Mapping[str, str]) -> str:
             ):
                 raise Forbidden("this account may not run scheduled jobs")
             return f"scheduler:{email}"
-    return require_admin(dict(headers)).identity
+    return require_admin(dict(headers), deadline).identity
 
 
-def _scheduler_claims(token: str) -> Mapping[str, Any] | None:
+def _scheduler_claims(token: str, deadline: Deadline) -> Mapping[str, Any] | None:
     """The token's claims if Google signed it for the scheduler audience, else None."""
     try:
-        return verify_id_token(token, get_settings().scheduler_audience)
+        return verify_id_token(token, get_settings().scheduler_audience, deadline)
     except Unauthenticated:
         return None
 

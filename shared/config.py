@@ -30,7 +30,6 @@ TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 CALENDAR_AUTH_MODES = ("oauth", "service_account")
 _EMAIL = re.compile(r"[^@\s,]+@[^@\s,]+\.[^@\s,]+")
-_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}")
 _PROJECT_ID = re.compile(r"([a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")
 _DATABASE_ID = re.compile(r"\(default\)|[a-z][a-z0-9-]{2,61}[a-z0-9]")
 _RESERVED_ID = re.compile(r"__.*__")
@@ -138,10 +137,8 @@ class Settings:
     secret_manager_endpoint: str = ""
     oauth_auth_uri: str = "https://accounts.google.com/o/oauth2/auth"
     oauth_token_uri: str = "https://oauth2.googleapis.com/token"
-    oauth_revoke_uri: str = "https://oauth2.googleapis.com/revoke"
     google_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
     mercadopago_api_base: str = "https://api.mercadopago.com"
-    firestore_emulator_host: str = ""
     # Google authorization.
     calendar_auth: str = "oauth"
     impersonate_subject: str = ""
@@ -192,13 +189,9 @@ def read_settings(environ: Mapping[str, str]) -> Settings:
         secret_manager_endpoint=env.url("SECRET_MANAGER_ENDPOINT"),
         oauth_auth_uri=env.url("GOOGLE_OAUTH_AUTH_URI", defaults.oauth_auth_uri),
         oauth_token_uri=env.url("GOOGLE_OAUTH_TOKEN_URI", defaults.oauth_token_uri),
-        oauth_revoke_uri=env.url("GOOGLE_OAUTH_REVOKE_URI", defaults.oauth_revoke_uri),
         google_certs_url=env.url("GOOGLE_CERTS_URL", defaults.google_certs_url),
         mercadopago_api_base=env.url("MERCADOPAGO_API_BASE", defaults.mercadopago_api_base).rstrip(
             "/"
-        ),
-        firestore_emulator_host=env.matching(
-            "FIRESTORE_EMULATOR_HOST", _HOST_PORT, "host:port, e.g. 127.0.0.1:8080"
         ),
         calendar_auth=env.choice("CALENDAR_AUTH", CALENDAR_AUTH_MODES, defaults.calendar_auth),
         impersonate_subject=env.matching("CALENDAR_IMPERSONATE_SUBJECT", _EMAIL, email),

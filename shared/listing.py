@@ -186,8 +186,8 @@ def parse_query(args: Mapping[str, list[str]], now: datetime | None = None) -> Q
             if name in value:
                 raise InvalidRequest(f"{name} does not apply to format=ics", parameter=name)
     limit = _limit(value["limit"]) if "limit" in value else DEFAULT_LIMIT
-    time_min = _instant(value["from"], "from") if "from" in value else None
-    time_max = _instant(value["to"], "to") if "to" in value else None
+    time_min = _parameter_time(value["from"], "from") if "from" in value else None
+    time_max = _parameter_time(value["to"], "to") if "to" in value else None
     google_token = ""
     if "pageToken" in value:
         google_token, token_min, token_max = _unwrap_token(value["pageToken"], public)
@@ -223,7 +223,7 @@ def _limit(raw: str) -> int:
     return int(raw)
 
 
-def _instant(raw: str, name: str) -> datetime:
+def _parameter_time(raw: str, name: str) -> datetime:
     text = raw.strip()
     if match := _UNENCODED_PLUS.fullmatch(text):
         text = f"{match[1]}+{match[2]}"

@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
 
 import requests
 from google_auth_oauthlib.flow import Flow
@@ -142,7 +141,7 @@ def _redirect_uri() -> str:
 def start_consent(admin: Admin) -> ConsentStart:
     """Record a single-use state and build the URL of Google's consent screen."""
     settings = get_settings()
-    redirect_uri = _redirect_uri()
+    _redirect_uri()  # a missing setting fails before anything is written
     key = read_secret(settings.secrets.oauth_state_key)
     nonce = secrets.token_urlsafe(24)
     expires_at = int(time.time()) + STATE_LIFETIME_SECONDS
@@ -157,23 +156,18 @@ def start_consent(admin: Admin) -> ConsentStart:
         Deadline(settings.handler_budget_seconds),
         "record OAuth state",
     )
-    challenge = _b64(hashlib.sha256(_code_verifier(key, nonce).encode()).digest())
-    params = {
-        "client_id": oauth_client_config()["client_id"],
-        "redirect_uri": redirect_uri,
-        "response_type": "code",
-        "scope": " ".join(CONSENT_SCOPES),
-        "access_type": "offline",
-        "prompt": "consent",
-        "include_granted_scopes": "true",
-        "state": sign_state(key, nonce, expires_at),
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-    }
-    if admin.method == "id_token":
-        params["login_hint"] = admin.identity
+    # The Flow derives the S256 challenge from our verifier (recomputed at the callback).
+    flow = _flow(list(CONSENT_SCOPES), _code_verifier(key, nonce))
+    extra = {"login_hint": admin.identity} if admin.method == "id_token" else {}
+    url, _ = flow.authorization_url(
+        access_type="offline",
+        prompt="consent",
+        include_granted_scopes="true",
+        state=sign_state(key, nonce, expires_at),
+        **extra,
+    )
     logs.info("calendar consent started", requested_by=admin.identity)
-    return ConsentStart(f"{settings.oauth_auth_uri}?{urlencode(params)}", expiry)
+    return ConsentStart(url, expiry)
 
 
 def complete_consent(params: Mapping[str, str]) -> ConsentResult:
@@ -255,8 +249,8 @@ def _check_state(state: str) -> tuple[str, str, str] | ConsentOutcome:
     return result if isinstance(result, ConsentOutcome) else (key, *result)
 
 
-def _exchange(code: str, verifier: str) -> dict[str, Any] | ConsentResult:
-    """Trade the code for tokens at the configured token URI (google-auth-oauthlib)."""
+def _flow(scopes: list[str] | None, verifier: str) -> Flow:
+    """google-auth-oauthlib's Flow for our client, redirect URI and PKCE verifier."""
     settings = get_settings()
     client = oauth_client_config()
     config = {
@@ -267,11 +261,21 @@ def _exchange(code: str, verifier: str) -> dict[str, Any] | ConsentResult:
             "token_uri": settings.oauth_token_uri,
         }
     }
+    return Flow.from_client_config(
+        config,
+        scopes=scopes,
+        redirect_uri=_redirect_uri(),
+        code_verifier=verifier,
+        autogenerate_code_verifier=False,
+    )
+
+
+def _exchange(code: str, verifier: str) -> dict[str, Any] | ConsentResult:
+    """Trade the code for tokens at the configured token URI (google-auth-oauthlib)."""
+    settings = get_settings()
     # No scopes here: Google may grant fewer (unticked boxes) or more
     # (include_granted_scopes) than asked, and the granted ones are checked below.
-    flow = Flow.from_client_config(
-        config, scopes=None, redirect_uri=_redirect_uri(), code_verifier=verifier
-    )
+    flow = _flow(None, verifier)
     try:
         token: dict[str, Any] = flow.fetch_token(
             code=code, timeout=settings.upstream_timeout_seconds

@@ -95,12 +95,14 @@ def parse_notification(
     body: bytes,
     content_type: str,
     *,
+    deadline: Deadline | None = None,
     now: float | None = None,
 ) -> PaymentNotification | IgnoredNotification:
     """Authenticate and parse one delivery; raises a `RequestError` for anything bad.
 
     `headers` must have lower-case keys. Nothing here touches Firestore or Mercado Pago,
-    so a rejected delivery has read and written nothing.
+    so a rejected delivery has read and written nothing; reading the webhook secret stays
+    within `deadline`.
     """
     if len(body) > MAX_BODY_BYTES:
         raise InvalidRequest("notification body is too large")
@@ -112,12 +114,12 @@ def parse_notification(
             return IgnoredNotification(topic or "unknown")
         payment_id = _payment_id(args.get("id"))
         if headers.get("x-signature"):
-            _verify_signature(headers, args.get("id"), settings.webhook_tolerance_seconds, now)
+            _verify_signature(headers, args.get("id"), deadline, now)
         elif not settings.accept_unsigned_ipn:
             raise Unauthenticated("unsigned IPN deliveries are not accepted here")
         return PaymentNotification(payment_id, "ipn", "ipn", headers.get("x-request-id", ""))
 
-    _verify_signature(headers, args.get("data.id"), settings.webhook_tolerance_seconds, now)
+    _verify_signature(headers, args.get("data.id"), deadline, now)
     payload: dict[str, Any] = {}
     if body.strip():
         if content_type.split(";")[0].strip().lower() != "application/json":
@@ -178,7 +180,7 @@ def signature_parts(header: str) -> tuple[str, str]:
 
 
 def _verify_signature(
-    headers: dict[str, str], data_id: str | None, tolerance: float, now: float | None
+    headers: dict[str, str], data_id: str | None, deadline: Deadline | None, now: float | None
 ) -> None:
     """Check `x-signature` with the webhook secret, in constant time, against replays.
 
@@ -192,7 +194,7 @@ def _verify_signature(
     # Before the secret: a replayed delivery costs no Secret Manager read.
     current = time.time() if now is None else now
     drift = min(abs(current - int(ts)), abs(current - int(ts) / 1000))
-    if drift > tolerance:
+    if drift > get_settings().webhook_tolerance_seconds:
         raise Unauthenticated("webhook signature timestamp is outside the tolerance")
     checked = f"ts={ts},v1={v1}"  # what was validated above is exactly what the SDK reads
     request_id = headers.get("x-request-id") or None
@@ -210,7 +212,8 @@ def _verify_signature(
         return False
 
     # A warm instance may hold a rotated-out secret: a mismatch reads it once more.
-    if matching_secret(get_settings().secrets.mercadopago_webhook_secret, signed_with) is None:
+    secret_id = get_settings().secrets.mercadopago_webhook_secret
+    if matching_secret(secret_id, signed_with, deadline) is None:
         raise Unauthenticated("invalid webhook signature")
 
 

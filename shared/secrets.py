@@ -72,7 +72,9 @@ def read_secret(
     return value
 
 
-def matching_secret(secret_id: str, matches: Callable[[str], bool]) -> str | None:
+def matching_secret(
+    secret_id: str, matches: Callable[[str], bool], deadline: Deadline | None = None
+) -> str | None:
     """The value of `secret_id` that `matches` accepts, or None.
 
     After a rotation, a warm instance still holds the old value for up to `CACHE_SECONDS`;
@@ -80,7 +82,7 @@ def matching_secret(secret_id: str, matches: Callable[[str], bool]) -> str | Non
     per `MISMATCH_REFRESH_SECONDS` per secret, so that a stream of forged signatures or
     keys does not become a stream of Secret Manager reads.
     """
-    value = read_secret(secret_id)
+    value = read_secret(secret_id, deadline)
     if matches(value):
         return value
     now = time.monotonic()
@@ -89,7 +91,7 @@ def matching_secret(secret_id: str, matches: Callable[[str], bool]) -> str | Non
         if last is not None and now - last < MISMATCH_REFRESH_SECONDS:
             return None
         _refreshed[secret_id] = now
-    fresh = read_secret(secret_id, fresh=True)
+    fresh = read_secret(secret_id, deadline, fresh=True)
     return fresh if fresh != value and matches(fresh) else None
 
 

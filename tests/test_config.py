@@ -20,7 +20,6 @@ from shared.oauth import sign_state
 LOCAL_STACK_LIKE = {
     "GOOGLE_CLOUD_PROJECT": "demo-virtual-classes",
     "CALENDAR_ID": "clases@demo-virtual-classes.local",
-    "FIRESTORE_EMULATOR_HOST": "127.0.0.1:8081",
     "CALENDAR_API_ENDPOINT": "http://127.0.0.1:9000/calendar/v3/",
     "SECRET_MANAGER_ENDPOINT": "http://127.0.0.1:9001",
     "MERCADOPAGO_API_BASE": "http://127.0.0.1:9002/",
@@ -69,7 +68,6 @@ def test_a_valid_environment_reads_as_documented() -> None:
         ("ADMIN_EMAILS", "ana@example.com,luis", "email addresses"),
         ("SCHEDULER_INVOKER_EMAILS", "scheduler-invoker", "email addresses"),
         ("CALENDAR_IMPERSONATE_SUBJECT", "agenda", "an email address"),
-        ("FIRESTORE_EMULATOR_HOST", "localhost", "host:port"),
         ("FIRESTORE_DATABASE", "Bookings_DB", "Firestore database id"),
         ("BOOKINGS_COLLECTION", "bookings/x/y", "collection id"),
         ("GOOGLE_CLOUD_PROJECT", "My Project", "project id"),

@@ -16,9 +16,10 @@ from shared.web import Handled, endpoint, json_response, lower_headers, read_bod
 @functions_framework.http
 @endpoint("booking management")
 def manage_booking(request: Request) -> Handled:
-    admin = require_admin(lower_headers(request)).identity
+    deadline = Deadline(get_settings().handler_budget_seconds)
+    admin = require_admin(lower_headers(request), deadline).identity
     logs.bind(caller=admin)
     action = parse_action(read_body(request, MAX_BODY_BYTES), request.content_type or "")
     logs.bind(booking_id=action.booking_id)
-    body = apply_action(action, admin, Deadline(get_settings().handler_budget_seconds))
+    body = apply_action(action, admin, deadline)
     return Handled(json_response(body), {"action": action.kind, "status": body["status"]})

@@ -6,14 +6,16 @@ import functions_framework
 from flask import Request, Response
 
 from shared.admin import require_admin
+from shared.config import get_settings
 from shared.oauth import start_consent
+from shared.upstream import Deadline
 from shared.web import Handled, endpoint, json_response, lower_headers
 
 
 @functions_framework.http
 @endpoint("calendar consent start", methods=("GET",))
 def oauth_start(request: Request) -> Handled:
-    admin = require_admin(lower_headers(request))
+    admin = require_admin(lower_headers(request), Deadline(get_settings().handler_budget_seconds))
     consent = start_consent(admin)
     headers = {"Cache-Control": "no-store"}
     log = {"caller": admin.identity, "outcome": "redirected"}

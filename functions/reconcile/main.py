@@ -23,8 +23,9 @@ BUDGET_SECONDS = 50.0
 @functions_framework.http
 @endpoint("reconcile")
 def reconcile(request: Request) -> Handled:
-    logs.bind(caller=require_scheduler_or_admin(lower_headers(request)))
-    outcomes = reconcile_bookings(Deadline(BUDGET_SECONDS))
+    deadline = Deadline(BUDGET_SECONDS)
+    logs.bind(caller=require_scheduler_or_admin(lower_headers(request), deadline))
+    outcomes = reconcile_bookings(deadline)
     for outcome in outcomes:
         logs.info(
             "booking reconciled",

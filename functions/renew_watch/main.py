@@ -24,8 +24,8 @@ BUDGET_SECONDS = 50.0
 @functions_framework.http
 @endpoint("channel renewal")
 def renew_watch(request: Request) -> Handled:
-    logs.bind(caller=require_scheduler_or_admin(lower_headers(request)))
     deadline = Deadline(BUDGET_SECONDS)
+    logs.bind(caller=require_scheduler_or_admin(lower_headers(request), deadline))
     force = request.args.get("force", "").lower() in ("1", "true", "yes")
     renewal, sync = keep_watching(deadline, force=force)
     body = {**renewal.as_json(), "sync": sync.as_json()}
