@@ -25,9 +25,10 @@ Refunds follow Mercado Pago's documented rules: only an `approved` payment can b
 partially_refunded`; once the refunds reach `transaction_amount` the payment is `refunded` /
 `refunded`. `transaction_amount_refunded` is always the sum of the payment's `refunds`. An
 amount that is not a number is a 400 with cause 4041, one not above zero cause 4040, one above
-what remains a 400. Without `X-Idempotency-Key` the answer is 400 with cause 4292. Sending a key
-again with the same request answers the same refund again and refunds nothing more; the same
-key with another request (other payment or amount) is a 409.
+what remains a 400, a body that is not a JSON object a 400. Without `X-Idempotency-Key` the
+answer is 400 with cause 4292. Sending a key again with the same request answers the same
+refund again and refunds nothing more; the same key with another request (other payment or
+amount) is a 409.
 
 Control routes (never part of the real API; no token needed, no faults injected):
 
