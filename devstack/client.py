@@ -6,6 +6,7 @@ Google client libraries) and their `/_emulator/` control routes.
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from typing import Any
@@ -94,6 +95,53 @@ class StackClient:
             "POST", f"/_emulator/mercadopago/payments/{payment_id}/notify", body
         )
         return result
+
+    def mercadopago_access_token(self) -> str:
+        """The stack's Mercado Pago access token, read from Secret Manager as the functions do.
+
+        `stack.json` names the Secret Manager emulator, not the token, so a rotated token is the
+        one used here too.
+        """
+        url = (
+            f"{self.doc['emulators']['secretmanager']}/v1/projects/{self.doc['project_id']}"
+            "/secrets/mercadopago-access-token/versions/latest:access"
+        )
+        response = self.http.get(url, timeout=10)
+        response.raise_for_status()
+        data: str = response.json()["payload"]["data"]
+        return base64.b64decode(data).decode()
+
+    def refund_payment(
+        self, payment_id: Any, amount: float | None = None, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Refund through Mercado Pago's real route, as the merchant's back office would.
+
+        No amount refunds what remains. Without a key a fresh one is made, as the official SDKs
+        do; the same key again replays the request without refunding twice. A refusal raises
+        `requests.HTTPError` carrying Mercado Pago's answer. The emulator then notifies
+        payment_webhook by itself: `webhook_deliveries(wait=1)` waits for that.
+        """
+        headers = {
+            "Authorization": f"Bearer {self.mercadopago_access_token()}",
+            "X-Idempotency-Key": idempotency_key or str(uuid.uuid4()),
+        }
+        body = {} if amount is None else {"amount": amount}
+        url = f"{self.doc['emulators']['mercadopago']}/v1/payments/{payment_id}/refunds"
+        response = self.http.post(url, json=body, headers=headers, timeout=30)
+        response.raise_for_status()
+        refund: dict[str, Any] = response.json()
+        return refund
+
+    def webhook_deliveries(self, wait: int = 0, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The notifications the emulator sent by itself, after waiting for `wait` of them."""
+        response = self.http.get(
+            f"{self.doc['emulators']['mercadopago']}/_emulator/mercadopago/deliveries",
+            params={"wait": wait, "timeout": timeout},
+            timeout=timeout + 30,
+        )
+        response.raise_for_status()
+        deliveries: list[dict[str, Any]] = response.json()["deliveries"]
+        return deliveries
 
     # -- Google Calendar emulator ----------------------------------------------------
     @property

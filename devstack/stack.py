@@ -1,10 +1,11 @@
 """The local stack: the official Firestore emulator, our emulators, and every function.
 
 `LocalStack.start()` brings everything up on free loopback ports, seeds Secret Manager with
-the stack's (throwaway) credentials, and returns the `stack.json` document that tests,
-benchmarks and outside tools rely on. Functions run either as `functions-framework`
-processes (what `./dev.sh up` does, like production) or as threads of this process (what the
-test suite does, so it can reach clients and state directly).
+the stack's (throwaway) credentials, points the Mercado Pago emulator's webhook at the local
+payment_webhook (so a refund is notified as in production), and returns the `stack.json`
+document that tests, benchmarks and outside tools rely on. Functions run either as
+`functions-framework` processes (what `./dev.sh up` does, like production) or as threads of
+this process (what the test suite does, so it can reach clients and state directly).
 """
 
 from __future__ import annotations
@@ -185,6 +186,13 @@ class LocalStack:
             env["OAUTH_REDIRECT_URI"] = function_urls["oauth_callback"]
         if "calendar_notifications" in function_urls:
             env["NOTIFICATIONS_URL"] = function_urls["calendar_notifications"]
+        if "payment_webhook" in function_urls:
+            # What a merchant sets in Mercado Pago's "Your integrations": the URL with
+            # source_news=webhooks (no IPN beside it) and the secret its signatures use.
+            self.emulators.mercadopago.configure_webhook(
+                function_urls["payment_webhook"] + "?source_news=webhooks",
+                stack_secrets["mercadopago_webhook_secret"],
+            )
         self._start_functions(names, ports, env)
         openapi = ServerThread(openapi_app).start()
         self._function_servers.append(openapi)

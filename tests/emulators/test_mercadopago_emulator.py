@@ -2,7 +2,8 @@
 
 The webhook tests post to a small receiver served in this process and check what arrived
 against the official SDK's signature validator, so the emulator cannot drift from the rule the
-platform's receiver will enforce.
+platform's receiver will enforce. The refund tests drive `POST /v1/payments/{id}/refunds` the
+way a merchant's server does, idempotency key included, and read the effects back.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,10 +42,12 @@ class Receiver:
         self.app = Flask("receiver")
         self.requests: list[dict[str, Any]] = []
         self.answer_status = 200
+        self.delay = 0.0
         self._lock = threading.Lock()
 
         @self.app.post("/hooks/mp")
         def hook() -> Response:
+            time.sleep(self.delay)
             with self._lock:
                 self.requests.append(
                     {
@@ -80,6 +84,7 @@ def receiver_server() -> Iterator[tuple[Receiver, str]]:
 def receiver(receiver_server: tuple[Receiver, str]) -> tuple[Receiver, str]:
     rec, url = receiver_server
     rec.answer_status = 200
+    rec.delay = 0.0
     return rec, url
 
 
@@ -619,3 +624,549 @@ def test_concurrent_creation_gives_distinct_ids(base: str) -> None:
         f"{base}/merchant_orders/{order_id.json()['order']['id']}", headers=auth(), timeout=TIMEOUT
     ).json()
     assert sorted(p["id"] for p in order["payments"]) == sorted(ids)
+
+
+# -- refunds API ----------------------------------------------------------------------
+
+REFUND_FIELDS = {
+    "id",
+    "payment_id",
+    "amount",
+    "metadata",
+    "source",
+    "date_created",
+    "unique_sequence_number",
+    "refund_mode",
+    "adjustment_amount",
+    "status",
+    "reason",
+    "label",
+    "partition_details",
+}
+_NO_BODY = object()
+
+
+def post_refund(
+    base: str,
+    payment_id: Any,
+    body: Any = _NO_BODY,
+    *,
+    key: str | None = "fresh",
+    token: str = TOKEN,
+) -> requests.Response:
+    """Ask for a refund like a merchant's server: bearer token, JSON body, idempotency key."""
+    headers = auth(token)
+    if key is not None:
+        headers["X-Idempotency-Key"] = str(uuid.uuid4()) if key == "fresh" else key
+    url = f"{base}/v1/payments/{payment_id}/refunds"
+    if body is _NO_BODY:
+        return requests.post(url, headers=headers, timeout=TIMEOUT)
+    return requests.post(url, headers=headers, json=body, timeout=TIMEOUT)
+
+
+def read_payment(base: str, payment_id: Any) -> dict[str, Any]:
+    resp = requests.get(f"{base}/v1/payments/{payment_id}", headers=auth(), timeout=TIMEOUT)
+    assert resp.status_code == 200, resp.text
+    payment: dict[str, Any] = resp.json()
+    return payment
+
+
+def assert_mp_error(resp: requests.Response, status: int, code: int | None = None) -> None:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"message", "error", "status", "cause"}
+    assert body["status"] == status
+    if code is not None:
+        assert [c["code"] for c in body["cause"]] == [code]
+
+
+@pytest.mark.parametrize("body", [_NO_BODY, {}, {"amount": None}])
+def test_full_refund_refunds_the_whole_payment(base: str, body: Any) -> None:
+    payment = create(base, transaction_amount=15000.0)
+
+    resp = post_refund(base, payment["id"], body)
+
+    assert resp.status_code == 201, resp.text
+    refund = resp.json()
+    assert set(refund) == REFUND_FIELDS
+    assert isinstance(refund["id"], int)
+    assert refund["payment_id"] == payment["id"]
+    assert refund["amount"] == 15000.0
+    assert refund["status"] == "approved"
+    assert refund["refund_mode"] == "standard"
+    assert refund["source"]["type"] == "collector"
+    assert refund["date_created"].endswith("-03:00")
+    after = read_payment(base, payment["id"])
+    assert after["status"] == "refunded"
+    assert after["status_detail"] == "refunded"
+    assert after["transaction_amount_refunded"] == 15000.0
+    assert after["refunds"] == [refund]
+    assert after["date_approved"] == payment["date_approved"]
+
+
+def test_partial_refunds_keep_the_payment_approved_until_they_add_up(base: str) -> None:
+    payment = create(base, transaction_amount=15000.0)
+
+    first = post_refund(base, payment["id"], {"amount": 5000})
+    partly = read_payment(base, payment["id"])
+    second = post_refund(base, payment["id"], {"amount": 2500.5})
+    rest = post_refund(base, payment["id"])  # no amount: whatever remains
+
+    assert (first.status_code, second.status_code, rest.status_code) == (201, 201, 201)
+    assert partly["status"] == "approved"
+    assert partly["status_detail"] == "partially_refunded"
+    assert partly["transaction_amount_refunded"] == 5000
+    assert rest.json()["amount"] == 7499.5
+    after = read_payment(base, payment["id"])
+    assert (after["status"], after["status_detail"]) == ("refunded", "refunded")
+    assert after["transaction_amount_refunded"] == 15000
+    assert [r["amount"] for r in after["refunds"]] == [5000, 2500.5, 7499.5]
+    order = requests.get(
+        f"{base}/merchant_orders/{payment['order']['id']}", headers=auth(), timeout=TIMEOUT
+    ).json()
+    assert order["refunded_amount"] == 15000
+
+
+def test_refunds_can_be_listed_and_read_one_by_one(base: str) -> None:
+    payment = create(base, transaction_amount=300)
+    made = [post_refund(base, payment["id"], {"amount": 100}).json() for _ in range(2)]
+    url = f"{base}/v1/payments/{payment['id']}/refunds"
+
+    listed = requests.get(url, headers=auth(), timeout=TIMEOUT)
+    one = requests.get(f"{url}/{made[1]['id']}", headers=auth(), timeout=TIMEOUT)
+    missing = requests.get(f"{url}/{made[1]['id'] + 1000}", headers=auth(), timeout=TIMEOUT)
+
+    assert listed.status_code == 200
+    assert listed.json() == made
+    assert one.status_code == 200
+    assert one.json() == made[1]
+    assert_mp_error(missing, 404, 2032)
+
+
+def test_replaying_the_idempotency_key_returns_the_same_refund_once(base: str) -> None:
+    payment = create(base, transaction_amount=1000)
+    key = str(uuid.uuid4())
+
+    answers = [post_refund(base, payment["id"], {"amount": 400}, key=key) for _ in range(3)]
+
+    assert [a.status_code for a in answers] == [201, 201, 201]
+    assert answers[0].json() == answers[1].json() == answers[2].json()
+    after = read_payment(base, payment["id"])
+    assert len(after["refunds"]) == 1
+    assert after["transaction_amount_refunded"] == 400
+
+
+def test_replaying_a_full_refund_answers_it_again_not_an_error(base: str) -> None:
+    payment = create(base, transaction_amount=1000)
+    key = str(uuid.uuid4())
+
+    first = post_refund(base, payment["id"], key=key)
+    again = post_refund(base, payment["id"], key=key)
+
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json()
+    assert read_payment(base, payment["id"])["transaction_amount_refunded"] == 1000
+
+
+def test_a_lost_answer_is_retried_safely_with_the_same_key(base: str) -> None:
+    payment = create(base, transaction_amount=1000)
+    key = str(uuid.uuid4())
+    plan = {
+        "rules": [{"dropResponse": True, "count": 1, "method": "POST", "pathContains": "/refunds"}]
+    }
+    assert requests.post(f"{base}/_emulator/faults", json=plan, timeout=TIMEOUT).ok
+    try:
+        with pytest.raises(requests.ConnectionError):
+            post_refund(base, payment["id"], {"amount": 250}, key=key)
+        retried = post_refund(base, payment["id"], {"amount": 250}, key=key)
+    finally:
+        requests.delete(f"{base}/_emulator/faults", timeout=TIMEOUT)
+
+    assert retried.status_code == 201
+    after = read_payment(base, payment["id"])
+    assert after["refunds"] == [retried.json()]
+    assert after["transaction_amount_refunded"] == 250
+
+
+def test_concurrent_requests_with_one_key_refund_once(base: str) -> None:
+    payment = create(base, transaction_amount=1000)
+    key = str(uuid.uuid4())
+    answers: list[requests.Response] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        resp = post_refund(base, payment["id"], {"amount": 100}, key=key)
+        with lock:
+            answers.append(resp)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert {a.status_code for a in answers} == {201}
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert read_payment(base, payment["id"])["transaction_amount_refunded"] == 100
+
+
+def test_concurrent_refunds_never_exceed_the_payment(base: str) -> None:
+    payment = create(base, transaction_amount=1000)
+    codes: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        resp = post_refund(base, payment["id"], {"amount": 300})
+        with lock:
+            codes.append(resp.status_code)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(codes) == [201, 201, 201, 400, 400, 400]
+    after = read_payment(base, payment["id"])
+    assert after["transaction_amount_refunded"] == 900
+    assert after["status_detail"] == "partially_refunded"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({"amount": 100}, {"amount": 200}),
+        ({"amount": 100}, None),  # a partial refund's key reused for a full one
+    ],
+)
+def test_one_key_for_another_request_is_a_conflict(
+    base: str, first: dict[str, Any], second: dict[str, Any] | None
+) -> None:
+    payment = create(base, transaction_amount=1000)
+    key = str(uuid.uuid4())
+    assert post_refund(base, payment["id"], first, key=key).status_code == 201
+
+    resp = post_refund(base, payment["id"], _NO_BODY if second is None else second, key=key)
+
+    assert_mp_error(resp, 409)
+    assert read_payment(base, payment["id"])["transaction_amount_refunded"] == 100
+
+
+def test_a_new_key_on_a_fully_refunded_payment_is_refused(base: str) -> None:
+    payment = create(base, transaction_amount=1000)
+    assert post_refund(base, payment["id"]).status_code == 201
+
+    again = post_refund(base, payment["id"])
+    partial = post_refund(base, payment["id"], {"amount": 1})
+
+    assert_mp_error(again, 400, 2063)
+    assert_mp_error(partial, 400, 2063)
+    assert len(read_payment(base, payment["id"])["refunds"]) == 1
+
+
+def test_refunding_more_than_remains_is_refused(base: str) -> None:
+    payment = create(base, transaction_amount=1000)
+    assert post_refund(base, payment["id"], {"amount": 600}).status_code == 201
+
+    resp = post_refund(base, payment["id"], {"amount": 400.01})
+
+    assert_mp_error(resp, 400)
+    assert resp.json()["error"] == "bad_request"
+    after = read_payment(base, payment["id"])
+    assert after["transaction_amount_refunded"] == 600
+    assert after["status_detail"] == "partially_refunded"
+
+
+@pytest.mark.parametrize(
+    "status", ["pending", "in_process", "authorized", "rejected", "cancelled", "charged_back"]
+)
+def test_only_an_approved_payment_can_be_refunded(base: str, status: str) -> None:
+    payment = create(base, status=status)
+
+    resp = post_refund(base, payment["id"])
+
+    assert_mp_error(resp, 400, 2063)
+    after = read_payment(base, payment["id"])
+    assert after["status"] == status
+    assert after["refunds"] == []
+    assert after["transaction_amount_refunded"] == 0
+
+
+@pytest.mark.parametrize(
+    ("amount", "code"), [("10", 4041), (True, 4041), ([5], 4041), (0, 4040), (-5, 4040)]
+)
+def test_bad_amounts_are_refused(base: str, amount: Any, code: int) -> None:
+    payment = create(base)
+
+    resp = post_refund(base, payment["id"], {"amount": amount})
+
+    assert_mp_error(resp, 400, code)
+    assert read_payment(base, payment["id"])["refunds"] == []
+
+
+def test_the_idempotency_key_is_required(base: str) -> None:
+    payment = create(base)
+
+    resp = post_refund(base, payment["id"], {"amount": 10}, key=None)
+
+    assert_mp_error(resp, 400, 4292)
+    assert read_payment(base, payment["id"])["status"] == "approved"
+
+
+def test_a_body_that_is_not_a_json_object_is_refused(base: str) -> None:
+    payment = create(base)
+    headers = {**auth(), "X-Idempotency-Key": "bad-body", "Content-Type": "application/json"}
+
+    resp = requests.post(
+        f"{base}/v1/payments/{payment['id']}/refunds", headers=headers, data=b"[1]", timeout=TIMEOUT
+    )
+
+    assert_mp_error(resp, 400)
+    assert read_payment(base, payment["id"])["refunds"] == []
+
+
+def test_refunds_need_the_access_token(base: str) -> None:
+    payment = create(base)
+    url = f"{base}/v1/payments/{payment['id']}/refunds"
+
+    refused = post_refund(base, payment["id"], token="TEST-wrong")
+    listed = requests.get(url, timeout=TIMEOUT)
+
+    assert_mp_error(refused, 401)
+    assert_mp_error(listed, 401)
+    assert read_payment(base, payment["id"])["refunds"] == []
+
+
+@pytest.mark.parametrize("payment_id", ["1", "not-a-number"])
+def test_refunds_of_an_unknown_payment_are_404(base: str, payment_id: str) -> None:
+    created = post_refund(base, payment_id)
+    listed = requests.get(
+        f"{base}/v1/payments/{payment_id}/refunds", headers=auth(), timeout=TIMEOUT
+    )
+
+    assert_mp_error(created, 404, 2000)
+    assert_mp_error(listed, 404, 2000)
+
+
+def test_payment_created_refunded_carries_its_refund(base: str) -> None:
+    payment = create(base, status="refunded", transaction_amount=800)
+
+    assert payment["transaction_amount_refunded"] == 800
+    assert [r["amount"] for r in payment["refunds"]] == [800]
+
+
+# -- automatic notifications ----------------------------------------------------------
+
+
+@pytest.fixture
+def webhook(
+    emulator: tuple[MercadoPagoEmulator, str], receiver: tuple[Receiver, str]
+) -> Iterator[tuple[Receiver, str]]:
+    """The merchant's webhook set to the test receiver (as the stack sets payment_webhook)."""
+    emu, base = emulator
+    rec, url = receiver
+    emu.reset()  # an empty delivery log
+    resp = requests.post(
+        f"{base}/_emulator/mercadopago/webhook",
+        json={"url": url + "?source_news=webhooks", "secret": SECRET},
+        timeout=TIMEOUT,
+    )
+    assert resp.status_code == 200, resp.text
+    yield rec, url
+    requests.delete(f"{base}/_emulator/mercadopago/webhook", timeout=TIMEOUT)
+    emu.reset()
+
+
+def deliveries(base: str, wait: int, timeout: float = 5) -> dict[str, Any]:
+    resp = requests.get(
+        f"{base}/_emulator/mercadopago/deliveries",
+        params={"wait": wait, "timeout": timeout},
+        timeout=TIMEOUT + timeout,
+    )
+    assert resp.status_code == 200, resp.text
+    log: dict[str, Any] = resp.json()
+    return log
+
+
+def test_a_refund_is_notified_with_a_signed_webhook(
+    base: str, webhook: tuple[Receiver, str]
+) -> None:
+    rec, _ = webhook
+    payment = create(base, transaction_amount=1000)
+
+    refund = post_refund(base, payment["id"], {"amount": 300})
+    log = deliveries(base, wait=1)
+
+    assert refund.status_code == 201
+    assert log["pending"] == 0
+    [delivery] = log["deliveries"]
+    assert delivery["paymentId"] == payment["id"]
+    assert delivery["trigger"] == "refund"
+    assert delivery["action"] == "payment.updated"
+    assert delivery["status"] == 200
+    assert delivery["error"] is None
+    got = rec.last()
+    assert got["query_string"] == f"source_news=webhooks&data.id={payment['id']}&type=payment"
+    body = json.loads(got["body"])
+    assert body["type"] == "payment"
+    assert body["action"] == "payment.updated"
+    assert body["data"] == {"id": str(payment["id"])}
+    assert delivery["payload"] == body
+    signature, request_id = got["headers"]["x-signature"], got["headers"]["x-request-id"]
+    WebhookSignatureValidator.validate(
+        signature, request_id, got["args"]["data.id"], SECRET, tolerance_seconds=300
+    )
+    with pytest.raises(InvalidWebhookSignatureError):
+        WebhookSignatureValidator.validate(
+            signature, request_id, got["args"]["data.id"], "another-secret"
+        )
+
+
+def test_the_refund_answer_does_not_wait_for_the_webhook(
+    base: str, webhook: tuple[Receiver, str]
+) -> None:
+    rec, _ = webhook
+    rec.delay = 1.5
+    payment = create(base, transaction_amount=1000)
+
+    started = time.monotonic()
+    refund = post_refund(base, payment["id"])
+    answered_in = time.monotonic() - started
+    in_flight = deliveries(base, wait=0)
+    log = deliveries(base, wait=1)
+
+    assert refund.status_code == 201
+    assert answered_in < 1.0
+    assert in_flight["pending"] == 1
+    assert [d["status"] for d in log["deliveries"]] == [200]
+
+
+def test_every_partial_refund_is_notified(base: str, webhook: tuple[Receiver, str]) -> None:
+    payment = create(base, transaction_amount=1000)
+
+    for amount in (100, 200):
+        assert post_refund(base, payment["id"], {"amount": amount}).status_code == 201
+    log = deliveries(base, wait=2)
+
+    assert [(d["paymentId"], d["status"]) for d in log["deliveries"]] == [(payment["id"], 200)] * 2
+
+
+def test_setting_a_payment_refunded_is_notified_like_a_refund(
+    base: str, webhook: tuple[Receiver, str]
+) -> None:
+    rec, _ = webhook
+    payment = create(base, transaction_amount=1000)
+    assert post_refund(base, payment["id"], {"amount": 250}).status_code == 201
+    route = f"{base}/_emulator/mercadopago/payments/{payment['id']}"
+
+    changed = requests.patch(route, json={"status": "refunded"}, timeout=TIMEOUT).json()
+    log = deliveries(base, wait=2)
+
+    assert changed["status"] == "refunded"
+    assert changed["transaction_amount_refunded"] == 1000
+    assert [r["amount"] for r in changed["refunds"]] == [250, 750]
+    assert [d["trigger"] for d in log["deliveries"]] == ["refund", "status"]
+    assert json.loads(rec.last()["body"])["data"] == {"id": str(payment["id"])}
+
+
+def test_only_refunds_are_notified_by_themselves(base: str, webhook: tuple[Receiver, str]) -> None:
+    payment = create(base, status="pending")
+    route = f"{base}/_emulator/mercadopago/payments/{payment['id']}"
+    requests.patch(route, json={"status": "approved"}, timeout=TIMEOUT)
+    post_refund(base, payment["id"], {"amount": 999_999})  # refused
+    post_refund(base, payment["id"], key=None)  # refused
+
+    log = deliveries(base, wait=1, timeout=0.5)
+
+    assert log == {"deliveries": [], "pending": 0}
+
+
+def test_a_replayed_refund_is_not_notified_again(base: str, webhook: tuple[Receiver, str]) -> None:
+    payment = create(base)
+    key = str(uuid.uuid4())
+    for _ in range(2):
+        assert post_refund(base, payment["id"], key=key).status_code == 201
+
+    log = deliveries(base, wait=2, timeout=0.5)
+
+    assert len(log["deliveries"]) == 1
+
+
+def test_an_unreachable_webhook_is_logged(
+    emulator: tuple[MercadoPagoEmulator, str], webhook: tuple[Receiver, str]
+) -> None:
+    emu, base = emulator
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    emu.configure_webhook(f"http://127.0.0.1:{port}/hooks/mp", SECRET)
+    payment = create(base)
+
+    post_refund(base, payment["id"])
+    [delivery] = deliveries(base, wait=1)["deliveries"]
+
+    assert delivery["status"] is None
+    assert delivery["error"]
+
+
+def test_the_receivers_answer_is_logged(base: str, webhook: tuple[Receiver, str]) -> None:
+    rec, _ = webhook
+    rec.answer_status = 503
+    payment = create(base)
+
+    post_refund(base, payment["id"])
+    [delivery] = deliveries(base, wait=1)["deliveries"]
+
+    assert (delivery["status"], delivery["body"]) == (503, "got it")
+
+
+def test_without_a_webhook_nothing_is_delivered(
+    emulator: tuple[MercadoPagoEmulator, str], receiver: tuple[Receiver, str]
+) -> None:
+    emu, base = emulator
+    emu.clear_webhook()
+    emu.reset()
+    payment = create(base)
+
+    assert post_refund(base, payment["id"]).status_code == 201
+
+    assert deliveries(base, wait=1, timeout=0.3) == {"deliveries": [], "pending": 0}
+    assert requests.get(f"{base}/_emulator/mercadopago/webhook", timeout=TIMEOUT).json() == {
+        "url": None
+    }
+
+
+def test_reset_keeps_the_webhook_and_clears_the_log(
+    base: str, webhook: tuple[Receiver, str]
+) -> None:
+    _, url = webhook
+    payment = create(base)
+    post_refund(base, payment["id"])
+    assert len(deliveries(base, wait=1)["deliveries"]) == 1
+
+    requests.post(f"{base}/_emulator/mercadopago/reset", timeout=TIMEOUT)
+    shown = requests.get(f"{base}/_emulator/mercadopago/webhook", timeout=TIMEOUT).json()
+    again = create(base)
+    post_refund(base, again["id"])
+    log = deliveries(base, wait=1)
+
+    assert shown == {"url": url + "?source_news=webhooks"}  # and never the secret
+    assert [d["paymentId"] for d in log["deliveries"]] == [again["id"]]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"url": "http://127.0.0.1:9/x"}, {"secret": SECRET}, {"url": "ftp://x", "secret": SECRET}],
+)
+def test_webhook_setting_rejects_bad_input(base: str, body: dict[str, Any]) -> None:
+    resp = requests.post(f"{base}/_emulator/mercadopago/webhook", json=body, timeout=TIMEOUT)
+
+    assert resp.status_code == 400
+
+
+def test_deliveries_rejects_a_bad_wait(base: str) -> None:
+    resp = requests.get(
+        f"{base}/_emulator/mercadopago/deliveries", params={"wait": "soon"}, timeout=TIMEOUT
+    )
+
+    assert resp.status_code == 400
