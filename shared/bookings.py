@@ -195,6 +195,8 @@ class Booking:
     calendar_status: str
     needs_attention: str
     amount_refunded: str = ""
+    refund_requested: bool = False
+    refund_id: str = ""
 
     @classmethod
     def from_document(cls, booking_id: str, data: dict[str, Any]) -> Booking:
@@ -221,6 +223,8 @@ class Booking:
             calendar_status=str(data.get("calendarStatus") or ""),
             needs_attention=str(data.get("needsAttention") or ""),
             amount_refunded=str(data.get("amountRefunded") or ""),
+            refund_requested=data.get("refundRequested") is True,
+            refund_id=str(data.get("refundId") or ""),
         )
 
     def zone(self) -> ZoneInfo:
@@ -390,10 +394,6 @@ class Decision:
         }
         return replace(self, fields=fields, move_to=None)
 
-    def with_refund(self, refund_id: str, status: str) -> Decision:
-        fields = {**(self.fields or {}), "refundId": refund_id, "refundStatus": status}
-        return replace(self, fields=fields, refund=False)
-
     def cancelling(self, event_id: str) -> Decision:
         """Also cancel `event_id` (if it exists) before the commit."""
         return replace(self, cancel_event=event_id)
@@ -495,23 +495,27 @@ def _payment_decision(
         return Decision(f"payment_{payment.status or 'unknown'}", booking, _payment_fields(payment))
     partial = _partial_refund(booking, payment)
     if booking.status == BookingStatus.SCHEDULED and booking.google_event_id:
-        fields = {**_payment_fields(payment), "amountRefunded": str(payment.amount_refunded)}
+        fields = {**_payment_fields(payment), "amountRefunded": _money(payment.amount_refunded)}
         return Decision("already_scheduled", booking, fields if partial else None, issue=partial)
     paid = {**_payment_fields(payment), "paidAt": _paid_at(payment)}
     if partial:
-        paid["amountRefunded"] = str(payment.amount_refunded)
+        paid["amountRefunded"] = _money(payment.amount_refunded)
     return Decision(
         "scheduled", booking, paid, claim=claimed_by is None, create_event=True, issue=partial
     )
 
 
+def _money(amount: Decimal) -> str:
+    return f"{amount:.2f}"
+
+
 def _partial_refund(booking: Booking, payment: Payment) -> Issue | None:
     """Part of an approved payment given back: the class stays, an admin is told (once per
     amount: the booking records what was refunded)."""
-    if not payment.partly_refunded or str(payment.amount_refunded) == booking.amount_refunded:
+    if not payment.partly_refunded or _money(payment.amount_refunded) == booking.amount_refunded:
         return None
     return Issue(
-        "partial_refund", {"bookingId": booking.id, "refunded": str(payment.amount_refunded)}
+        "partial_refund", {"bookingId": booking.id, "refunded": _money(payment.amount_refunded)}
     )
 
 
@@ -621,10 +625,20 @@ def decide_reconcile(booking: Booking, created_event_id: str = "") -> Decision:
 
 def decide_cancel(booking: Booking, reason: str, refund: bool, by: str) -> Decision:
     """An admin cancels the class: its event is cancelled (guests told) and, with `refund`,
-    the payment refunded. A booking that already ended stays as it is (the same answer
-    twice, and one Calendar change)."""
+    the payment refunded after the booking is committed as cancelled. Asking again gives
+    the same result: an ended booking is left as it is, except that a refund asked for
+    (now or by an earlier request that failed half-way) and not yet made is made."""
+    refundable = bool(
+        booking.payment_id and booking.payment_status == APPROVED and not booking.refund_id
+    )
     if booking.status in ENDED:
-        decision = Decision(f"already_{booking.status.value}", booking)
+        wants_refund = (
+            booking.status == BookingStatus.CANCELLED
+            and refundable
+            and (refund or booking.refund_requested)
+        )
+        asked = {"refundRequested": True} if wants_refund and not booking.refund_requested else None
+        decision = Decision(f"already_{booking.status.value}", booking, asked, refund=wants_refund)
         if booking.google_event_id and booking.calendar_status != CalendarStatus.CANCELLED:
             return decision.cancelling(booking.google_event_id)
         return decision
@@ -635,10 +649,9 @@ def decide_cancel(booking: Booking, reason: str, refund: bool, by: str) -> Decis
         "endedAt": SERVER_TIME,
         "updatedAt": SERVER_TIME,
     }
-    refundable = refund and booking.payment_id and booking.payment_status == APPROVED
-    if refundable:
+    if refund and refundable:
         fields["refundRequested"] = True
-    decision = Decision("cancelled", booking, fields, refund=bool(refundable))
+    decision = Decision("cancelled", booking, fields, refund=refund and refundable)
     if booking.google_event_id:
         return decision.cancelling(booking.google_event_id)
     if booking.status == BookingStatus.PAID:

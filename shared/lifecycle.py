@@ -123,13 +123,18 @@ def apply_action(action: Action, admin: str, deadline: Deadline) -> dict[str, An
             decision = decision.with_cancelled(cancel_event(decision.cancel_event, deadline))
         if decision.move_to is not None:
             decision = decision.with_moved(move_event(booking, *decision.move_to, deadline))
-        if decision.refund:
-            refund = refund_payment(booking.payment_id, refund_key(booking.id), deadline)
-            decision = decision.with_refund(refund.id, refund.status)
         if decision.fields:
             store.commit_booking(read, decision.fields, "", deadline)
+        state = {**read.data, **_plain(decision.fields)}
+        if decision.refund:
+            # After the commit: the refund's notification then finds the booking cancelled,
+            # and a retry after a failed refund finds it asked for and not yet made.
+            refund = refund_payment(booking.payment_id, refund_key(booking.id), deadline)
+            made = {"refundId": refund.id, "refundStatus": refund.status}
+            store.update(store.booking_ref(booking.id), made, deadline, "record refund")
+            state.update(made)
         logs.info("booking managed", booking_id=booking.id, outcome=decision.outcome)
-        return _answer(action, read.data, decision)
+        return _answer(action, state)
 
     return store.until_committed(attempt, deadline, f"{action.kind} booking")
 
@@ -147,11 +152,11 @@ def _decide(action: Action, booking: Booking, admin: str, deadline: Deadline) ->
     return decide_reschedule(booking, action.start, action.end, classes)
 
 
-def _answer(action: Action, data: dict[str, Any], decision: Decision) -> dict[str, Any]:
-    written = {
-        k: v for k, v in (decision.fields or {}).items() if v is not SERVER_TIME and v is not REMOVE
-    }
-    state = {**data, **written}
+def _plain(fields: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (fields or {}).items() if v is not SERVER_TIME and v is not REMOVE}
+
+
+def _answer(action: Action, state: dict[str, Any]) -> dict[str, Any]:
     return {
         "bookingId": action.booking_id,
         "action": action.kind,

@@ -121,6 +121,6 @@ def test_a_partial_refund_keeps_the_class_and_tells_admins(client: StackClient) 
 
     booking = client.booking(booking_id)
     assert booking["status"] == "scheduled"
-    assert booking["amountRefunded"] == "5000"
+    assert booking["amountRefunded"] == "5000.00"
     issue = client.db.collection("payment_issues").document(f"{payment['id']}-partial_refund")
-    assert issue.get().to_dict()["refunded"] == "5000"
+    assert issue.get().to_dict()["refunded"] == "5000.00"

@@ -135,7 +135,7 @@ def test_a_mismatch_reads_the_secret_again_once_per_interval(
     stored, cached = ["old"], ["old"]  # Secret Manager, and the instance's cache of it
     reads: list[bool] = []
 
-    def fake_read(secret_id: str, *, fresh: bool = False) -> str:
+    def fake_read(secret_id: str, deadline: object = None, *, fresh: bool = False) -> str:
         reads.append(fresh)
         if fresh:
             cached[0] = stored[0]

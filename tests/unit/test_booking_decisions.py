@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,15 @@ from shared.bookings import (
     CalendarStatus,
     ClassEvent,
     Payment,
+    decide_cancel,
     decide_event_change,
     decide_payment,
     decide_reconcile,
+    decide_reschedule,
     event_id_for_booking,
 )
 from shared.bookings import Booking as BookingValue
+from shared.errors import Conflict
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BOOKING = "b-1"
@@ -432,3 +436,121 @@ def test_readme_transition_table_is_the_code_table() -> None:
         for source, targets in rows
     }
     assert documented == TRANSITIONS
+
+
+# -- admin actions --------------------------------------------------------------------------
+
+
+def value(**overrides: Any) -> BookingValue:
+    return BookingValue.from_document(BOOKING, booking(**overrides))
+
+
+def test_cancelling_a_scheduled_class_cancels_its_event_and_refunds_when_asked() -> None:
+    scheduled = value(
+        status="scheduled", googleEventId="e1", paymentId="111", paymentStatus="approved"
+    )
+    decision = decide_cancel(scheduled, "lluvia", True, "admin@example.com")
+    assert (decision.outcome, decision.cancel_event, decision.refund) == ("cancelled", "e1", True)
+    assert decision.fields is not None
+    assert decision.fields["status"] == BookingStatus.CANCELLED
+    assert decision.fields["refundRequested"] is True
+
+
+def test_cancelling_twice_changes_nothing_the_second_time() -> None:
+    cancelled = value(
+        status="cancelled",
+        googleEventId="e1",
+        calendarStatus="cancelled",
+        paymentId="111",
+        paymentStatus="approved",
+        refundRequested=True,
+        refundId="r1",
+    )
+    decision = decide_cancel(cancelled, "", True, "admin@example.com")
+    assert (decision.outcome, decision.fields, decision.cancel_event, decision.refund) == (
+        "already_cancelled",
+        None,
+        "",
+        False,
+    )
+
+
+def test_a_refund_asked_for_but_not_made_is_made_by_the_retry() -> None:
+    cancelled = value(
+        status="cancelled",
+        calendarStatus="cancelled",
+        paymentId="111",
+        paymentStatus="approved",
+        refundRequested=True,
+    )
+    assert decide_cancel(cancelled, "", False, "admin@example.com").refund
+
+
+def test_cancelling_a_paid_class_looks_for_an_event_on_its_way() -> None:
+    paid = value(status="paid", paymentId="111", paymentStatus="approved")
+    decision = decide_cancel(paid, "", False, "admin@example.com")
+    assert decision.cancel_event == event_id_for_booking(BOOKING)
+    assert not decision.refund
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def test_a_reschedule_moves_the_class_in_its_zone() -> None:
+    scheduled = value(status="scheduled", googleEventId="e1")
+    decision = decide_reschedule(
+        scheduled, _at("2026-12-03T13:00:00+00:00"), _at("2026-12-03T14:00:00+00:00"), []
+    )
+    assert decision.move_to is not None
+    assert decision.fields is not None
+    assert decision.fields["start"] == "2026-12-03T10:00:00-03:00"
+
+
+def test_the_same_times_again_change_nothing() -> None:
+    scheduled = value(status="scheduled", googleEventId="e1")
+    same = decide_reschedule(
+        scheduled, _at("2026-12-01T18:00:00-03:00"), _at("2026-12-01T19:00:00-03:00"), []
+    )
+    assert (same.outcome, same.fields, same.move_to) == ("unchanged", None, None)
+
+
+def test_an_overlap_with_the_teachers_other_class_is_a_conflict_naming_it() -> None:
+    scheduled = value(status="scheduled", googleEventId="e1")
+    other = BookingValue.from_document(
+        "b-2",
+        booking(
+            status="scheduled",
+            classTitle="Física",
+            start="2026-12-03T10:30:00-03:00",
+            end="2026-12-03T11:30:00-03:00",
+        ),
+    )
+    with pytest.raises(Conflict, match="Física"):
+        decide_reschedule(
+            scheduled, _at("2026-12-03T10:00:00-03:00"), _at("2026-12-03T11:00:00-03:00"), [other]
+        )
+
+
+def test_back_to_back_classes_do_not_overlap() -> None:
+    scheduled = value(status="scheduled", googleEventId="e1")
+    other = BookingValue.from_document(
+        "b-2",
+        booking(
+            status="scheduled", start="2026-12-03T11:00:00-03:00", end="2026-12-03T12:00:00-03:00"
+        ),
+    )
+    decision = decide_reschedule(
+        scheduled, _at("2026-12-03T10:00:00-03:00"), _at("2026-12-03T11:00:00-03:00"), [other]
+    )
+    assert decision.outcome == "rescheduled"
+
+
+def test_only_a_scheduled_class_can_be_moved() -> None:
+    with pytest.raises(Conflict):
+        decide_reschedule(
+            value(status="paid"),
+            _at("2026-12-03T10:00:00-03:00"),
+            _at("2026-12-03T11:00:00-03:00"),
+            [],
+        )
