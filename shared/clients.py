@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 from google.api_core.client_options import ClientOptions
@@ -27,7 +27,6 @@ __all__ = [
     "secret_manager_client",
 ]
 
-T = TypeVar("T")
 
 _lock = threading.RLock()
 _instances: dict[str, Any] = {}
@@ -39,7 +38,7 @@ def on_reset(hook: Callable[[], None]) -> None:
     _reset_hooks.append(hook)
 
 
-def lazy(name: str, build: Callable[[], T]) -> T:
+def lazy[T](name: str, build: Callable[[], T]) -> T:
     """Build `name` once per instance, thread-safely, and return the same object after."""
     instance = _instances.get(name)
     if instance is None:

@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -83,8 +83,6 @@ BATCH_BOOKINGS = 200
 """Bookings per commit: two writes each (booking and audit), under Firestore's 500."""
 _CONTENDED = (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Conflict, gexc.Aborted)
 
-R = TypeVar("R")
-
 
 class Contended(Exception):
     """Someone wrote the document since it was read: read again and decide again."""
@@ -93,7 +91,7 @@ class Contended(Exception):
 # -- bounded primitives -------------------------------------------------------------------------
 
 
-def _firestore_call(what: str, attempt: Callable[[float], R], deadline: Deadline) -> R:
+def _firestore_call[R](what: str, attempt: Callable[[float], R], deadline: Deadline) -> R:
     timeout = get_settings().upstream_timeout_seconds
     return call(Upstream.FIRESTORE, attempt, deadline, what, attempt_timeout=timeout)
 
@@ -184,7 +182,7 @@ def _guard(snap: firestore.DocumentSnapshot[Any]) -> Any:
 # -- read, decide, commit if unchanged ---------------------------------------------------------
 
 
-def until_committed(attempt: Callable[[], R], deadline: Deadline, what: str) -> R:
+def until_committed[R](attempt: Callable[[], R], deadline: Deadline, what: str) -> R:
     """Run `attempt` (read, decide, commit) until its commit finds nothing changed."""
     tries = 0
     while True:
@@ -197,7 +195,7 @@ def until_committed(attempt: Callable[[], R], deadline: Deadline, what: str) -> 
             time.sleep(random.uniform(0, min(0.05, 0.005 * tries)))
 
 
-def update_if_unchanged(
+def update_if_unchanged[R](
     ref: firestore.DocumentReference,
     decide: Callable[[dict[str, Any]], tuple[dict[str, Any] | None, R]],
     deadline: Deadline,

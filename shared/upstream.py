@@ -18,7 +18,6 @@ import enum
 import json
 import time
 from collections.abc import Callable
-from typing import TypeVar
 
 import httplib2
 import requests
@@ -48,7 +47,6 @@ __all__ = [
     "translate",
 ]
 
-T = TypeVar("T")
 
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 """Calendar's 403 reasons that mean "slow down", not "forbidden"."""
@@ -185,7 +183,7 @@ def _last_error(
     return errors[-1], errors[-1].__cause__ if isinstance(errors[-1].__cause__, Exception) else None
 
 
-def call(
+def call[T](
     upstream: Upstream,
     attempt: Callable[[float], T],
     deadline: Deadline,

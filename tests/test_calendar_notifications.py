@@ -26,7 +26,7 @@ SCHEDULER = "renewal-scheduler@demo-virtual-classes.iam.gserviceaccount.com"
 # -- helpers -------------------------------------------------------------------------------
 
 
-def wait_for(probe: Callable[[], T | None], timeout: float = 10.0) -> T:
+def wait_for[T](probe: Callable[[], T | None], timeout: float = 10.0) -> T:
     """Poll `probe` until it returns something truthy, or fail after `timeout` seconds."""
     end = time.monotonic() + timeout
     while True:
