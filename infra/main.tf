@@ -134,6 +134,36 @@ resource "google_firestore_index" "bookings_by_teacher_and_status" {
   }
 }
 
+# The reconcile sweep pages through upcoming scheduled classes (status == scheduled,
+# end >= a day ago, ordered by end then id) and through undecided payments.
+resource "google_firestore_index" "bookings_by_status_and_end" {
+  database   = google_firestore_database.main.name
+  collection = "bookings"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "end"
+    order      = "ASCENDING"
+  }
+}
+
+resource "google_firestore_index" "bookings_by_status_and_payment_status" {
+  database   = google_firestore_database.main.name
+  collection = "bookings"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "paymentStatus"
+    order      = "ASCENDING"
+  }
+}
+
 # OAuth states live ten minutes; Firestore's TTL policy deletes the old ones (shared/oauth.py).
 resource "google_firestore_field" "oauth_state_expiry" {
   database   = google_firestore_database.main.name

@@ -112,6 +112,7 @@ class CalendarStatus(enum.StrEnum):
     PENDING_CREATION = "pending_creation"  # to be created: next delivery or reconcile
     REJECTED = "rejected"  # Google refused the event or the booking is unusable: an admin acts
     ON_HOLD = "on_hold"  # paid without event, then the payment was reversed: nothing to create
+    MISSING = "missing"  # scheduled, but its event is gone from Calendar: an admin acts
 
 
 GOOGLE_STATUSES = frozenset(

@@ -1,4 +1,4 @@
-"""From an approved payment to a scheduled class, exactly once; and the reconcile sweep.
+"""From an approved payment to a scheduled class, exactly once.
 
 Each path reads, decides, writes, entering each module once:
 
@@ -15,22 +15,18 @@ attempt adopts the event the first created.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from shared import logs, store
 from shared.bookings import (
     SERVER_TIME,
-    Booking,
     CalendarStatus,
     ClassEvent,
-    ConferenceStatus,
     Decision,
     InvalidBooking,
     conference_fields,
     decide_payment,
-    decide_reconcile,
 )
 from shared.calendar import calendar_api, cancel_event, ensure_class_event
 from shared.errors import (
@@ -42,10 +38,7 @@ from shared.errors import (
 from shared.payments import PaymentNotification, read_payment
 from shared.upstream import Deadline
 
-__all__ = ["RECONCILE_LIMIT", "Outcome", "apply_payment_notification", "reconcile_bookings"]
-
-RECONCILE_LIMIT = 50
-"""Bookings per kind and sweep."""
+__all__ = ["Outcome", "apply_payment_notification", "write_decision"]
 
 
 @dataclass(frozen=True)
@@ -96,7 +89,7 @@ def apply_payment_notification(note: PaymentNotification, deadline: Deadline) ->
             created = decision.event.event_id if decision.event else created
         if decision.cancel_event:
             decision = decision.with_cancelled(cancel_event(decision.cancel_event, deadline))
-        _write(read, decision, payment.id, deadline)
+        write_decision(read, decision, payment.id, deadline)
         return Outcome(decision.outcome, payment.id, read.booking_id, decision.event)
 
     outcome = store.until_committed(attempt, deadline, "apply payment")
@@ -121,7 +114,7 @@ def _create_event(
         )
         # Keep the payment on the booking (the reconcile step finishes it), then answer 503.
         try:
-            _write(read, waiting, payment_id, Deadline(max(2.0, deadline.remaining())))
+            write_decision(read, waiting, payment_id, Deadline(max(2.0, deadline.remaining())))
         except (store.Contended, PlatformError):
             logs.error("could not mark booking as paid without event")
         raise
@@ -129,7 +122,7 @@ def _create_event(
         return decision.without_event("calendar_rejected", exc.message, CalendarStatus.REJECTED)
 
 
-def _write(
+def write_decision(
     read: store.BookingRead, decision: Decision, payment_id: str, deadline: Deadline
 ) -> None:
     if decision.issue is not None:
@@ -157,106 +150,3 @@ def _finish_meet_link(booking_id: str, event: ClassEvent, deadline: Deadline) ->
     except PlatformError as exc:
         logs.warning("Meet link left for the reconcile step", detail=exc.message)
     return event
-
-
-# -- the reconcile sweep ------------------------------------------------------------------
-
-
-def reconcile_bookings(deadline: Deadline, limit: int = RECONCILE_LIMIT) -> list[Outcome]:
-    """Finish what deliveries could not: paid bookings without an event, pending Meet links.
-
-    Runs on a schedule (and after an admin consents again). Each booking goes through the
-    same idempotent `ensure_class_event`, so a sweep that overlaps a late webhook is harmless.
-    A transient failure ends the sweep early; the next run picks up where it stopped.
-    Bookings Google refused, or whose payment was reversed, leave the queue
-    (`calendarStatus` rejected or on_hold) so they cannot starve the others.
-    """
-    waiting, meet_pending = store.bookings_to_reconcile(limit, deadline)
-    outcomes: list[Outcome] = []
-    steps: list[tuple[store.BookingRead, Step]] = [(r, _reconciling_waiting()) for r in waiting]
-    steps += [(r, _reconcile_meet) for r in meet_pending]
-    for first_read, step in steps:
-        if deadline.remaining() < 2.0:
-            break
-        try:
-            outcome = store.until_committed(
-                _fresh_after_first(first_read, step, deadline), deadline, "reconcile booking"
-            )
-        except TransientUpstreamError:
-            outcomes.append(Outcome("retry_later", "", first_read.booking_id))
-            break
-        outcomes.append(outcome)
-    return outcomes
-
-
-Step = Callable[[store.BookingRead, Booking, Deadline], Outcome]
-
-
-def _fresh_after_first(
-    first: store.BookingRead, step: Step, deadline: Deadline
-) -> Callable[[], Outcome]:
-    """An attempt that uses the sweep's read once, then reads the booking afresh."""
-    reads = [first]
-
-    def attempt() -> Outcome:
-        read = reads.pop() if reads else store.read_booking(first.booking_id, deadline)
-        if read.data is None:
-            return Outcome("booking_deleted", "", first.booking_id)
-        try:
-            booking = Booking.from_document(read.booking_id, read.data)
-        except InvalidBooking as exc:
-            logs.error(
-                "booking cannot become an event", booking_id=read.booking_id, detail=exc.message
-            )
-            return Outcome("invalid_booking", "", read.booking_id)
-        return step(read, booking, deadline)
-
-    return attempt
-
-
-def _reconciling_waiting() -> Step:
-    """The step for a paid booking without event; it remembers the event it created, so a
-    retry after a lost race cancels it if the booking no longer wants its class."""
-    created = ""
-
-    def step(read: store.BookingRead, booking: Booking, deadline: Deadline) -> Outcome:
-        nonlocal created
-        decision = decide_reconcile(booking, created)
-        if decision.create_event:
-            try:
-                decision = decision.with_event(
-                    ensure_class_event(booking, booking.payment_id, deadline)
-                )
-                created = decision.event.event_id if decision.event else created
-            except (InvalidBooking, PermanentUpstreamError) as exc:
-                logs.error(
-                    "Google Calendar rejected the class event",
-                    booking_id=booking.id,
-                    detail=exc.message,
-                )
-                decision = decision.without_event(
-                    "calendar_rejected", exc.message, CalendarStatus.REJECTED
-                )
-        if decision.cancel_event:
-            decision = decision.with_cancelled(cancel_event(decision.cancel_event, deadline))
-        _write(read, decision, booking.payment_id, deadline)
-        return Outcome(decision.outcome, booking.payment_id, booking.id, decision.event)
-
-    return step
-
-
-def _reconcile_meet(read: store.BookingRead, booking: Booking, deadline: Deadline) -> Outcome:
-    """One look at a conference that was still pending: no insert, no waiting."""
-    still_pending = (read.data or {}).get("conferenceStatus") == ConferenceStatus.PENDING
-    if not booking.google_event_id or not still_pending:
-        return Outcome("settled_meanwhile", booking.payment_id, booking.id)
-    try:
-        event = ClassEvent.from_event(calendar_api().get_event(booking.google_event_id, deadline))
-    except PermanentUpstreamError as exc:
-        logs.error("the booking's event cannot be read", booking_id=booking.id, detail=exc.message)
-        return Outcome("calendar_rejected", booking.payment_id, booking.id)
-    if event.meet_pending:
-        return Outcome("meet_link_pending", booking.payment_id, booking.id, event)
-    fields = {**conference_fields(event), "updatedAt": SERVER_TIME}
-    store.commit_booking(read, fields, "", deadline)
-    return Outcome("meet_link_recorded", booking.payment_id, booking.id, event)

@@ -16,6 +16,7 @@ back off for seconds, where a failed precondition costs one more read.
 
 from __future__ import annotations
 
+import enum
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -47,11 +48,12 @@ __all__ = [
     "CALENDAR_CHANGES",
     "PAYMENT_CLAIMS",
     "PAYMENT_ISSUES",
+    "Backlog",
     "BookingRead",
     "Contended",
+    "backlog_page",
     "booking_ref",
     "bookings",
-    "bookings_to_reconcile",
     "commit_booking",
     "commit_change",
     "commit_changes",
@@ -60,11 +62,14 @@ __all__ = [
     "get",
     "get_many",
     "is_booking_id",
+    "open_issues",
     "read_booking",
     "read_booking_for_payment",
     "read_bookings",
     "record_issue",
+    "record_run",
     "release_lease",
+    "resolve_issue",
     "set_document",
     "stream",
     "teacher_classes",
@@ -77,6 +82,8 @@ PAYMENT_CLAIMS = "payment_claims"
 """`payment_claims/{paymentId}`: the one booking a payment paid for."""
 PAYMENT_ISSUES = "payment_issues"
 """`payment_issues/{paymentId}-{kind}`: what admins must look at."""
+RECONCILE_RUNS = "reconcile_runs"
+"""`reconcile_runs/latest`: the counts of the last sweep."""
 CALENDAR_CHANGES = "calendar_changes"
 """Subcollection of a booking: one document per event version applied to it (an audit)."""
 BATCH_BOOKINGS = 200
@@ -330,32 +337,88 @@ def record_issue(issue: Issue, payment_id: str, deadline: Deadline) -> None:
         "kind": issue.kind,
         "paymentId": payment_id,
         "createdAt": SERVER_TIME,
+        "resolved": False,
         **{k: v for k, v in issue.details.items() if v not in (None, "")},
     }
     ref = firestore_client().collection(PAYMENT_ISSUES).document(f"{payment_id}-{issue.kind}")
     set_document(ref, document, deadline, "record payment issue")
 
 
-def bookings_to_reconcile(
-    limit: int, deadline: Deadline
-) -> tuple[list[BookingRead], list[BookingRead]]:
-    """Paid bookings still waiting for their event, and scheduled ones whose Meet link is."""
-    waiting = (
-        bookings()
-        .where(filter=FieldFilter("status", "==", BookingStatus.PAID.value))
-        .where(filter=FieldFilter("calendarStatus", "==", CalendarStatus.PENDING_CREATION.value))
+class Backlog(enum.StrEnum):
+    """The kinds of bookings the reconcile sweep pages through."""
+
+    WAITING_FOR_EVENT = "waiting_for_event"  # paid, the event still to be created
+    MEET_PENDING = "meet_pending"  # scheduled, Meet still creating the link
+    PAYMENT_PENDING = "payment_pending"  # a payment that Mercado Pago had not decided
+    UPCOMING = "upcoming"  # scheduled classes not over yet: their events must exist
+
+
+def _backlog_query(kind: Backlog, since: str) -> Query:
+    conditions: dict[Backlog, list[tuple[str, str, Any]]] = {
+        Backlog.WAITING_FOR_EVENT: [
+            ("status", "==", BookingStatus.PAID.value),
+            ("calendarStatus", "==", CalendarStatus.PENDING_CREATION.value),
+        ],
+        Backlog.MEET_PENDING: [
+            ("status", "==", BookingStatus.SCHEDULED.value),
+            ("conferenceStatus", "==", ConferenceStatus.PENDING.value),
+        ],
+        Backlog.PAYMENT_PENDING: [
+            ("status", "==", BookingStatus.AWAITING_PAYMENT.value),
+            ("paymentStatus", "in", ["pending", "in_process", "authorized"]),
+        ],
+        Backlog.UPCOMING: [
+            ("status", "==", BookingStatus.SCHEDULED.value),
+            ("end", ">=", since),
+        ],
+    }
+    where = conditions[kind]
+    query = bookings().where(filter=FieldFilter(*where[0]))
+    for condition in where[1:]:
+        query = query.where(filter=FieldFilter(*condition))
+    if kind == Backlog.UPCOMING:
+        query = query.order_by("end")
+    return query.order_by("__name__")
+
+
+def backlog_page(
+    kind: Backlog, after: BookingRead | None, limit: int, deadline: Deadline, since: str = ""
+) -> list[BookingRead]:
+    """The next `limit` bookings of a kind after `after` (a stable order, so a sweep pages
+    through a backlog even when some of it stays where it was)."""
+    query = _backlog_query(kind, since)
+    if after is not None and after.snapshot is not None:
+        query = query.start_after(after.snapshot)
+    found = stream(query.limit(limit), deadline, f"page {kind.value} bookings")
+    return [_read_of(snap, None) for snap in found]
+
+
+def open_issues(kind: str, limit: int, deadline: Deadline) -> list[tuple[str, dict[str, Any]]]:
+    """Payment issues of `kind` not resolved yet: (document id, document)."""
+    query = (
+        firestore_client()
+        .collection(PAYMENT_ISSUES)
+        .where(filter=FieldFilter("kind", "==", kind))
+        .where(filter=FieldFilter("resolved", "==", False))
         .limit(limit)
     )
-    meet_pending = (
-        bookings()
-        .where(filter=FieldFilter("status", "==", BookingStatus.SCHEDULED.value))
-        .where(filter=FieldFilter("conferenceStatus", "==", ConferenceStatus.PENDING.value))
-        .limit(limit)
+    return [(s.id, s.to_dict() or {}) for s in stream(query, deadline, f"find {kind} issues")]
+
+
+def resolve_issue(issue_id: str, outcome: str, deadline: Deadline) -> None:
+    ref = firestore_client().collection(PAYMENT_ISSUES).document(issue_id)
+    update(
+        ref,
+        {"resolved": True, "resolvedAt": SERVER_TIME, "resolution": outcome},
+        deadline,
+        "resolve issue",
     )
-    return (
-        [_read_of(s, None) for s in stream(waiting, deadline, "find bookings to reconcile")],
-        [_read_of(s, None) for s in stream(meet_pending, deadline, "find pending Meet links")],
-    )
+
+
+def record_run(document: dict[str, Any], deadline: Deadline) -> None:
+    """What the last reconcile run found and did, for admins (`reconcile_runs/latest`)."""
+    ref = firestore_client().collection(RECONCILE_RUNS).document("latest")
+    set_document(ref, {**document, "finishedAt": SERVER_TIME}, deadline, "record reconcile run")
 
 
 def teacher_classes(teacher_email: str, deadline: Deadline) -> list[BookingRead]:

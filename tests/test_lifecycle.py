@@ -12,7 +12,7 @@ import requests
 from devstack.client import StackClient
 from shared.bookings import event_id_for_booking
 from shared.clients import reset_clients
-from shared.scheduling import reconcile_bookings
+from shared.reconcile import sweep
 from shared.upstream import Deadline
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -98,11 +98,11 @@ def test_refund_while_reconcile_creates_the_event_cancels_the_class(
     client.set_faults("calendar", {"rules": [SLOW_INSERT]})
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        sweep = pool.submit(reconcile_bookings, Deadline(10))
+        sweep_run = pool.submit(sweep, Deadline(10))
         time.sleep(0.8)
         _set_payment_status(client, payment["id"], "refunded")
         refund = client.notify(payment["id"], action="payment.updated")
-        outcomes = sweep.result()
+        outcomes = sweep_run.result().outcomes
 
     assert refund["status"] == 200
     assert [o.outcome for o in outcomes] == ["settled_meanwhile"]

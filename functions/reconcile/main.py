@@ -1,8 +1,10 @@
-"""The reconcile sweep: paid bookings still without a Calendar event, and pending Meet links.
+"""The reconcile sweep: heals what deliveries, pushes and outages left half-done.
 
 Cloud Scheduler calls it every 15 minutes with an OIDC token; an admin may run it by hand
-(after connecting Google again, for instance). Each booking goes through the same
-idempotent path as the payment webhook, so overlapping with a late delivery is harmless.
+(after connecting Google again, for instance). Each repair goes through the same
+idempotent paths as the payment webhook, so overlapping with a late delivery is harmless.
+The answer counts what each kind found and healed, and says `remaining` when the budget
+ran out first (the next run continues).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from flask import Request
 
 from shared import logs
 from shared.admin import require_scheduler_or_admin
-from shared.scheduling import reconcile_bookings
+from shared.reconcile import sweep
 from shared.upstream import Deadline
 from shared.web import Handled, endpoint, json_response, lower_headers
 
@@ -25,13 +27,13 @@ BUDGET_SECONDS = 50.0
 def reconcile(request: Request) -> Handled:
     deadline = Deadline(BUDGET_SECONDS)
     logs.bind(caller=require_scheduler_or_admin(lower_headers(request), deadline))
-    outcomes = reconcile_bookings(deadline)
-    for outcome in outcomes:
+    run = sweep(deadline)
+    for outcome in run.outcomes:
         logs.info(
             "booking reconciled",
             booking_id=outcome.booking_id,
             payment_id=outcome.payment_id,
             outcome=outcome.outcome,
         )
-    body = {"bookings": [o.as_json() for o in outcomes]}
-    return Handled(json_response(body), {"bookings": len(outcomes)})
+    log = {"bookings": len(run.outcomes), "remaining": run.remaining, "counts": run.counts}
+    return Handled(json_response(run.as_json()), log)

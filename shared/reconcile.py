@@ -1,0 +1,338 @@
+"""The reconcile sweep: heal what deliveries, pushes and outages left half-done.
+
+Cloud Scheduler runs it every 15 minutes (and an admin may, after connecting Google again).
+Each kind of backlog is paged through in a stable order until it is empty or the budget
+ends; then `remaining` says so and the next run continues. Every repair goes through the
+same idempotent paths as the webhook (event ids derived from bookings, guarded commits,
+decisions from fresh reads), so two overlapping runs are safe and a run right after
+another changes nothing.
+
+Kinds, in order:
+- bookings paid without an event (a Calendar outage): the event is created;
+- Meet links still pending: looked at once more;
+- payments Mercado Pago had not decided (`pending`, `in_process`) for a while: read again;
+- `unknown_booking` issues whose booking exists now: the payment is applied;
+- events of the calendar that name a booking which is missing, refunded or cancelled:
+  the event is cancelled (a delivery that lost its answer after creating it);
+- upcoming scheduled bookings whose event is gone from Calendar: flagged for admins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from shared import logs, store
+from shared.bookings import (
+    ENDED,
+    SERVER_TIME,
+    Booking,
+    CalendarStatus,
+    ClassEvent,
+    ConferenceStatus,
+    InvalidBooking,
+    conference_fields,
+    decide_reconcile,
+)
+from shared.calendar import calendar_api, cancel_event, ensure_class_event
+from shared.config import TIME_ZONE
+from shared.errors import PermanentUpstreamError, PlatformError, TransientUpstreamError
+from shared.payments import PaymentNotification
+from shared.scheduling import Outcome, apply_payment_notification, write_decision
+from shared.upstream import Deadline
+
+__all__ = ["PAGE_SIZE", "Reconciliation", "sweep"]
+
+PAGE_SIZE = 50
+"""Bookings read per page; a sweep reads as many pages as its budget allows."""
+PENDING_PAYMENT_AGE = timedelta(hours=1)
+"""A payment still undecided after this long is read again from Mercado Pago."""
+EVENT_WINDOW = (timedelta(days=1), timedelta(days=400))
+"""Events looked at for orphans: from a day ago to this far ahead."""
+STOP_MARGIN_SECONDS = 2.0
+"""No new repair starts with less budget than this: the run reports `remaining` instead."""
+
+
+@dataclass
+class Reconciliation:
+    """What one run found and healed, per kind; `remaining` when the budget ran out."""
+
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
+    remaining: bool = False
+
+    def count(self, kind: str, outcome: Outcome | None = None) -> None:
+        tally = self.counts.setdefault(kind, {"found": 0, "healed": 0})
+        tally["found"] += 1
+        if outcome is not None:
+            self.outcomes.append(outcome)
+            if outcome.outcome not in _NOT_HEALED:
+                tally["healed"] += 1
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "counts": self.counts,
+            "remaining": self.remaining,
+            "bookings": [o.as_json() for o in self.outcomes],
+        }
+
+
+_NOT_HEALED = frozenset(
+    {"retry_later", "meet_link_pending", "settled_meanwhile", "unknown_booking", "nothing_to_do"}
+)
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def sweep(deadline: Deadline) -> Reconciliation:
+    """One sweep over every kind; a transient failure or the budget ends it early."""
+    run = Reconciliation()
+    steps: list[Callable[[Reconciliation, Deadline], None]] = [
+        _waiting_for_event,
+        _meet_pending,
+        _payments_pending,
+        _unknown_bookings,
+        _orphan_events,
+        _missing_events,
+    ]
+    try:
+        for step in steps:
+            step(run, deadline)
+    except (_OutOfTime, TransientUpstreamError) as exc:
+        run.remaining = True
+        if isinstance(exc, TransientUpstreamError):
+            logs.warning("reconcile stopped at a transient failure", detail=exc.message)
+    try:
+        store.record_run({"counts": run.counts, "remaining": run.remaining}, deadline)
+    except PlatformError as exc:
+        logs.warning("reconcile run not recorded", detail=exc.message)
+    return run
+
+
+def _in_time(deadline: Deadline) -> None:
+    if deadline.remaining() < STOP_MARGIN_SECONDS:
+        raise _OutOfTime
+
+
+def _pages(kind: store.Backlog, deadline: Deadline, since: str = "") -> Iterator[store.BookingRead]:
+    after = None
+    while True:
+        _in_time(deadline)
+        page = store.backlog_page(kind, after, PAGE_SIZE, deadline, since)
+        yield from page
+        if len(page) < PAGE_SIZE:
+            return
+        after = page[-1]
+
+
+# -- bookings ----------------------------------------------------------------------------------
+
+
+Step = Callable[[store.BookingRead, Booking, Deadline], Outcome]
+
+
+def _each_booking(
+    run: Reconciliation, kind: store.Backlog, step: Callable[[], Step], deadline: Deadline
+) -> None:
+    for first in _pages(kind, deadline):
+        _in_time(deadline)
+        try:
+            outcome = store.until_committed(
+                _fresh_after_first(first, step(), deadline), deadline, "reconcile booking"
+            )
+        except TransientUpstreamError:
+            run.count(kind.value, Outcome("retry_later", "", first.booking_id))
+            raise
+        run.count(kind.value, outcome)
+
+
+def _fresh_after_first(
+    first: store.BookingRead, step: Step, deadline: Deadline
+) -> Callable[[], Outcome]:
+    """An attempt that uses the sweep's read once, then reads the booking afresh."""
+    reads = [first]
+
+    def attempt() -> Outcome:
+        read = reads.pop() if reads else store.read_booking(first.booking_id, deadline)
+        if read.data is None:
+            return Outcome("nothing_to_do", "", first.booking_id)
+        try:
+            booking = Booking.from_document(read.booking_id, read.data)
+        except InvalidBooking as exc:
+            logs.error(
+                "booking cannot become an event", booking_id=read.booking_id, detail=exc.message
+            )
+            return Outcome("invalid_booking", "", read.booking_id)
+        return step(read, booking, deadline)
+
+    return attempt
+
+
+def _waiting_for_event(run: Reconciliation, deadline: Deadline) -> None:
+    _each_booking(run, store.Backlog.WAITING_FOR_EVENT, _creating_event, deadline)
+
+
+def _creating_event() -> Step:
+    """The step for a paid booking without event; it remembers the event it created, so a
+    retry after a lost race cancels it if the booking no longer wants its class."""
+    created = ""
+
+    def step(read: store.BookingRead, booking: Booking, deadline: Deadline) -> Outcome:
+        nonlocal created
+        decision = decide_reconcile(booking, created)
+        if decision.create_event:
+            try:
+                decision = decision.with_event(
+                    ensure_class_event(booking, booking.payment_id, deadline)
+                )
+                created = decision.event.event_id if decision.event else created
+            except (InvalidBooking, PermanentUpstreamError) as exc:
+                logs.error(
+                    "Google Calendar rejected the class event",
+                    booking_id=booking.id,
+                    detail=exc.message,
+                )
+                decision = decision.without_event(
+                    "calendar_rejected", exc.message, CalendarStatus.REJECTED
+                )
+        if decision.cancel_event:
+            decision = decision.with_cancelled(cancel_event(decision.cancel_event, deadline))
+        write_decision(read, decision, booking.payment_id, deadline)
+        return Outcome(decision.outcome, booking.payment_id, booking.id, decision.event)
+
+    return step
+
+
+def _meet_pending(run: Reconciliation, deadline: Deadline) -> None:
+    _each_booking(run, store.Backlog.MEET_PENDING, lambda: _looking_at_meet, deadline)
+
+
+def _looking_at_meet(read: store.BookingRead, booking: Booking, deadline: Deadline) -> Outcome:
+    """One look at a conference that was still pending: no insert, no waiting."""
+    still_pending = (read.data or {}).get("conferenceStatus") == ConferenceStatus.PENDING
+    if not booking.google_event_id or not still_pending:
+        return Outcome("settled_meanwhile", booking.payment_id, booking.id)
+    try:
+        event = ClassEvent.from_event(calendar_api().get_event(booking.google_event_id, deadline))
+    except PermanentUpstreamError as exc:
+        logs.error("the booking's event cannot be read", booking_id=booking.id, detail=exc.message)
+        return Outcome("calendar_rejected", booking.payment_id, booking.id)
+    if event.meet_pending:
+        return Outcome("meet_link_pending", booking.payment_id, booking.id, event)
+    fields = {**conference_fields(event), "updatedAt": SERVER_TIME}
+    store.commit_booking(read, fields, "", deadline)
+    return Outcome("meet_link_recorded", booking.payment_id, booking.id, event)
+
+
+# -- payments ----------------------------------------------------------------------------------
+
+
+def _payments_pending(run: Reconciliation, deadline: Deadline) -> None:
+    """Mercado Pago may not notify every change: an old undecided payment is read again."""
+    cutoff = datetime.now(UTC) - PENDING_PAYMENT_AGE
+    for read in _pages(store.Backlog.PAYMENT_PENDING, deadline):
+        data = read.data or {}
+        updated = data.get("updatedAt")
+        if not data.get("paymentId") or (isinstance(updated, datetime) and updated > cutoff):
+            continue
+        _in_time(deadline)
+        note = PaymentNotification(str(data["paymentId"]), "reconcile", "reconcile", "")
+        run.count(store.Backlog.PAYMENT_PENDING.value, apply_payment_notification(note, deadline))
+
+
+def _unknown_bookings(run: Reconciliation, deadline: Deadline) -> None:
+    """A payment that arrived before its booking existed: apply it once the booking does."""
+    for issue_id, issue in store.open_issues("unknown_booking", PAGE_SIZE, deadline):
+        _in_time(deadline)
+        note = PaymentNotification(str(issue.get("paymentId") or ""), "reconcile", "reconcile", "")
+        if not note.payment_id:
+            continue
+        outcome = apply_payment_notification(note, deadline)
+        run.count("unknown_booking", outcome)
+        if outcome.outcome != "unknown_booking":
+            store.resolve_issue(issue_id, outcome.outcome, deadline)
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+def _window_events(deadline: Deadline) -> Iterator[dict[str, Any]]:
+    now = datetime.now(UTC)
+    query: dict[str, Any] = {
+        "timeMin": (now - EVENT_WINDOW[0]).isoformat(),
+        "timeMax": (now + EVENT_WINDOW[1]).isoformat(),
+        "singleEvents": True,
+        "maxResults": 2500,
+    }
+    while True:
+        _in_time(deadline)
+        page = calendar_api().list_events(query, deadline)
+        yield from page.get("items") or []
+        token = page.get("nextPageToken")
+        if not token:
+            return
+        query = {**query, "pageToken": token}
+
+
+def _orphan_events(run: Reconciliation, deadline: Deadline) -> None:
+    """Confirmed events whose booking is missing or ended: cancelled, guests told."""
+    named: dict[str, dict[str, Any]] = {}
+    for event in _window_events(deadline):
+        link = ClassEvent.from_event(event)
+        if link.booking_id and link.status != CalendarStatus.CANCELLED:
+            named.setdefault(link.booking_id, event)
+    ids = list(named)
+    for first in range(0, len(ids), PAGE_SIZE):
+        _in_time(deadline)
+        chunk = ids[first : first + PAGE_SIZE]
+        found = store.read_bookings(chunk, deadline)
+        for booking_id in chunk:
+            event_id = str(named[booking_id].get("id") or "")
+            read = found.get(booking_id)
+            status = (read.data or {}).get("status") if read else None
+            own = read is not None and (read.data or {}).get("googleEventId") in (None, event_id)
+            if read is not None and (status not in ENDED or not own):
+                continue  # a live booking's event, or a copy of it an admin made
+            _in_time(deadline)
+            cancel_event(event_id, deadline)
+            logs.warning("orphan class event cancelled", booking_id=booking_id, event_id=event_id)
+            run.count("orphan_event", Outcome("event_cancelled", "", booking_id))
+
+
+def _missing_events(run: Reconciliation, deadline: Deadline) -> None:
+    """Upcoming scheduled classes whose event no longer exists: an admin must look."""
+    since = (datetime.now(ZoneInfo(TIME_ZONE)) - EVENT_WINDOW[0]).strftime("%Y-%m-%dT%H:%M:%S")
+    for read in _pages(store.Backlog.UPCOMING, deadline, since):
+        data = read.data or {}
+        event_id = str(data.get("googleEventId") or "")
+        if not event_id or data.get("calendarStatus") == CalendarStatus.MISSING:
+            continue
+        _in_time(deadline)
+        if _event_exists(event_id, deadline):
+            continue
+        fields = {
+            "calendarStatus": CalendarStatus.MISSING.value,
+            "needsAttention": "event_missing",
+            "updatedAt": SERVER_TIME,
+        }
+        try:
+            store.commit_booking(read, fields, "", deadline)
+        except store.Contended:
+            continue  # written meanwhile: the next run looks again
+        logs.error("a scheduled class has no event", booking_id=read.booking_id)
+        run.count("event_missing", Outcome("flagged", "", read.booking_id))
+
+
+def _event_exists(event_id: str, deadline: Deadline) -> bool:
+    try:
+        calendar_api().get_event(event_id, deadline)
+    except PermanentUpstreamError as exc:
+        if exc.details.get("status") in (404, 410):
+            return False
+        raise
+    return True
