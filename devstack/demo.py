@@ -75,8 +75,11 @@ def run_demo(document: dict[str, Any]) -> dict[str, Any]:
     moved = _move_class_in_google_calendar(client, booking, booking_id)
     say("8. The teacher moved the class one hour later in Google Calendar; the push channel")
     say(f"   brought it back to the booking: start {moved.get('start')}.")
+    lifecycle = _refund_and_reschedule(client, document, booking_id, say)
     ok = (
-        len(events) == 1
+        lifecycle["refundCancelledEvent"]
+        and lifecycle["meetLinkAfterReschedule"] == booking.get("meetLink")
+        and len(events) == 1
         and booking.get("status") == "scheduled"
         and bool(booking.get("meetLink"))
         and forged["status"] == 401
@@ -97,10 +100,58 @@ def run_demo(document: dict[str, Any]) -> dict[str, Any]:
         "forgedStatus": forged["status"],
         "listedByAdmin": len(mine),
         "startAfterMove": moved.get("start"),
+        **lifecycle,
     }
 
 
 MOVED_START = "2026-12-01T19:00:00-03:00"
+RESCHEDULED_START = "2026-12-02T10:00:00-03:00"
+
+
+def _refund_and_reschedule(
+    client: StackClient, document: dict[str, Any], first: str, say: Any
+) -> dict[str, Any]:
+    """A second class is paid, then refunded in Mercado Pago; the first is rescheduled by an
+    admin through manage_booking. Both reach Google Calendar."""
+    second = client.seed_booking(start="2026-12-05T18:00:00-03:00", end="2026-12-05T19:00:00-03:00")
+    payment = client.create_payment(second)
+    client.notify(payment["id"])
+    say(f"9. A second booking {second} was paid and scheduled; then Mercado Pago refunded it.")
+    client.refund_payment(payment["id"])
+    client.webhook_deliveries(wait=1)  # Mercado Pago notifies the refund by itself
+    refunded = client.booking(second)
+    event = (
+        client.calendar.events()
+        .get(calendarId=document["calendar_id"], eventId=refunded["googleEventId"])
+        .execute()
+    )
+    say(
+        f"   The booking is now '{refunded.get('status')}' and its Calendar event "
+        f"'{event.get('status')}' (student and teacher were told)."
+    )
+    answer = client.http.post(
+        document["functions"]["manage_booking"],
+        json={
+            "bookingId": first,
+            "action": "reschedule",
+            "start": RESCHEDULED_START,
+            "end": "2026-12-02T11:00:00-03:00",
+        },
+        headers={"X-API-Key": document["secrets"]["admin_api_key"]},
+        timeout=30,
+    )
+    moved = answer.json()
+    say(
+        f"10. An admin rescheduled {first} to {moved.get('start')} (manage_booking answered "
+        f"{answer.status_code}); the Meet link stayed {moved.get('meetLink')}."
+    )
+    return {
+        "refundedBookingId": second,
+        "refundCancelledEvent": refunded.get("status") == "refunded"
+        and event.get("status") == "cancelled",
+        "startAfterReschedule": moved.get("start"),
+        "meetLinkAfterReschedule": moved.get("meetLink"),
+    }
 
 
 def _move_class_in_google_calendar(
