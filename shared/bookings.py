@@ -83,17 +83,21 @@ class BookingStatus(enum.StrEnum):
     CANCELLED = "cancelled"  # by an admin, in Google Calendar, or its payment was cancelled
     REFUNDED = "refunded"  # the payment was refunded: the class is cancelled
     CHARGED_BACK = "charged_back"  # the payer disputed the payment: the class is cancelled
+    OVER_CAPACITY = "over_capacity"  # paid for a seat of a session already full
 
 
 ENDED = frozenset({BookingStatus.CANCELLED, BookingStatus.REFUNDED, BookingStatus.CHARGED_BACK})
 TRANSITIONS: dict[BookingStatus, frozenset[BookingStatus]] = {
-    BookingStatus.AWAITING_PAYMENT: frozenset({BookingStatus.PAID, BookingStatus.SCHEDULED})
+    BookingStatus.AWAITING_PAYMENT: frozenset(
+        {BookingStatus.PAID, BookingStatus.SCHEDULED, BookingStatus.OVER_CAPACITY}
+    )
     | ENDED,
     BookingStatus.PAID: frozenset({BookingStatus.SCHEDULED}) | ENDED,
     BookingStatus.SCHEDULED: ENDED,
     BookingStatus.CANCELLED: frozenset(),
     BookingStatus.REFUNDED: frozenset(),
     BookingStatus.CHARGED_BACK: frozenset(),
+    BookingStatus.OVER_CAPACITY: frozenset({BookingStatus.REFUNDED, BookingStatus.CANCELLED}),
 }
 REVERSALS: dict[str, BookingStatus] = {
     "refunded": BookingStatus.REFUNDED,
@@ -198,6 +202,7 @@ class Booking:
     amount_refunded: str = ""
     refund_requested: bool = False
     refund_id: str = ""
+    session_id: str = ""
 
     @classmethod
     def from_document(cls, booking_id: str, data: dict[str, Any]) -> Booking:
@@ -226,6 +231,7 @@ class Booking:
             amount_refunded=str(data.get("amountRefunded") or ""),
             refund_requested=data.get("refundRequested") is True,
             refund_id=str(data.get("refundId") or ""),
+            session_id=str(data.get("sessionId") or ""),
         )
 
     def zone(self) -> ZoneInfo:
@@ -365,6 +371,9 @@ class Decision:
     cancel_event: str = ""
     move_to: tuple[datetime, datetime] | None = None
     refund: bool = False
+    session_fields: dict[str, Any] | None = None
+    join_session: str = ""
+    leave_session: str = ""
 
     def with_event(self, event: ClassEvent) -> Decision:
         """The event exists: the booking is scheduled with it (or cancelled, if it is)."""
@@ -501,6 +510,16 @@ def _payment_decision(
     paid = {**_payment_fields(payment), "paidAt": _paid_at(payment)}
     if partial:
         paid["amountRefunded"] = _money(payment.amount_refunded)
+    if booking.session_id:
+        # A seat of a group session: `decide_seat` decides with the session's read.
+        return Decision(
+            "seat",
+            booking,
+            paid,
+            claim=claimed_by is None,
+            issue=partial,
+            join_session=booking.session_id,
+        )
     return Decision(
         "scheduled", booking, paid, claim=claimed_by is None, create_event=True, issue=partial
     )
@@ -534,6 +553,8 @@ def _reversed(booking: Booking, payment: Payment) -> Decision:
     if ended == BookingStatus.CHARGED_BACK:
         fields["needsAttention"] = "payment_charged_back"  # a dispute an admin may contest
     decision = Decision(f"payment_{payment.status}", booking, fields)
+    if booking.session_id:
+        return replace(decision, leave_session=booking.session_id)  # the others keep the class
     if booking.calendar_status == CalendarStatus.CANCELLED:
         return decision
     # Without a linked event, look for the booking's own: a delivery may be creating it.
@@ -550,6 +571,8 @@ def _ended(booking: Booking, payment: Payment) -> Decision:
         fields = _payment_fields(payment)  # paid after it was cancelled: an admin refunds
         issue = Issue("paid_cancelled_booking", {"bookingId": booking.id})
     decision = Decision(f"booking_{booking.status.value}", booking, fields, issue=issue)
+    if booking.session_id:
+        return replace(decision, leave_session=booking.session_id)  # a no-op once it is free
     if booking.google_event_id and booking.calendar_status != CalendarStatus.CANCELLED:
         return decision.cancelling(booking.google_event_id)  # an earlier cancel did not finish
     return decision
@@ -618,7 +641,165 @@ def decide_reconcile(booking: Booking, created_event_id: str = "") -> Decision:
         fields = {"calendarStatus": CalendarStatus.ON_HOLD.value, "updatedAt": SERVER_TIME}
         decision = Decision("on_hold", booking, fields)
         return decision.cancelling(created_event_id) if created_event_id else decision
+    if booking.session_id:
+        return Decision("seat_held", booking, join_session=booking.session_id)
     return Decision("scheduled", booking, {}, create_event=True)
+
+
+# -- group classes: sessions and their seats ----------------------------------------------------
+
+
+def event_id_for_session(session_id: str) -> str:
+    """The one Calendar event of a group session (base32hex, like a booking's)."""
+    digest = hashlib.sha256(f"session:{session_id}".encode()).digest()
+    return base64.b32hexencode(digest).decode("ascii").rstrip("=").lower()
+
+
+class SeatStatus(enum.StrEnum):
+    HELD = "held"  # counted against capacity; the student is being added to the event
+    JOINED = "joined"  # the student is a guest of the session's event
+
+
+@dataclass(frozen=True)
+class Session:
+    """A group class: one teacher, one time, one event and Meet link, `capacity` seats."""
+
+    id: str
+    title: str
+    teacher: Person
+    start_raw: Any
+    end_raw: Any
+    time_zone: str
+    capacity: int
+    price_amount: Decimal | None
+    currency: str
+    status: str
+    google_event_id: str
+    meet_link: str
+    html_link: str
+    seats: dict[str, dict[str, Any]]
+
+    @classmethod
+    def from_document(cls, session_id: str, data: dict[str, Any]) -> Session:
+        price: dict[str, Any] = data["price"] if isinstance(data.get("price"), dict) else {}
+        seats = data.get("seats") if isinstance(data.get("seats"), dict) else {}
+        capacity = data.get("capacity")
+        return cls(
+            id=session_id,
+            title=str(data.get("title") or "Clase grupal"),
+            teacher=Person.from_document(data.get("teacher")),
+            start_raw=data.get("start"),
+            end_raw=data.get("end"),
+            time_zone=str(data.get("timeZone") or TIME_ZONE),
+            capacity=capacity
+            if isinstance(capacity, int) and not isinstance(capacity, bool)
+            else 0,
+            price_amount=_decimal(price.get("amount")),
+            currency=str(price.get("currency") or ""),
+            status=str(data.get("status") or "scheduled"),
+            google_event_id=str(data.get("googleEventId") or ""),
+            meet_link=str(data.get("meetLink") or ""),
+            html_link=str(data.get("htmlLink") or ""),
+            seats={str(k): v for k, v in (seats or {}).items() if isinstance(v, dict)},
+        )
+
+    @property
+    def seats_taken(self) -> int:
+        return len(self.seats)
+
+    def as_booking(self) -> Booking:
+        """The session seen as a class (for the event mapper and times)."""
+        return Booking.from_document(
+            self.id,
+            {
+                "status": BookingStatus.SCHEDULED.value,
+                "classTitle": self.title,
+                "teacher": {"name": self.teacher.name, "email": self.teacher.email},
+                "start": self.start_raw,
+                "end": self.end_raw,
+                "timeZone": self.time_zone,
+            },
+        )
+
+
+def decide_seat(decision: Decision, session: Session | None, auto_refund: bool) -> Decision:
+    """A paid booking of a group session: hold a seat (the count decided here, committed
+    guarded by the session's read), or refuse it when the session is full or gone."""
+    booking = decision.booking
+    assert booking is not None
+    if booking.id in (session.seats if session else {}):
+        return replace(decision, create_event=False, join_session=booking.session_id)
+    if session is None or session.status != "scheduled" or not session.google_event_id:
+        return _over_capacity(decision, "session_unavailable", auto_refund)
+    if session.seats_taken >= session.capacity:
+        return _over_capacity(decision, "over_capacity", auto_refund)
+    seat = {
+        "status": SeatStatus.HELD.value,
+        "email": booking.student.email,
+        "name": booking.student.name,
+    }
+    fields = {
+        **(decision.fields or {}),
+        "status": BookingStatus.PAID.value,
+        "calendarStatus": CalendarStatus.PENDING_CREATION.value,
+    }
+    # The whole map, not a dotted path: booking ids are not Firestore field names; the
+    # commit is guarded by the session's read, so no seat written meanwhile is lost.
+    seats = {**session.seats, booking.id: seat}
+    session_fields = {"seats": seats, "seatsTaken": len(seats), "updatedAt": SERVER_TIME}
+    return replace(
+        decision,
+        outcome="seat_held",
+        fields=fields,
+        create_event=False,
+        session_fields=session_fields,
+        join_session=session.id,
+    )
+
+
+def _over_capacity(decision: Decision, kind: str, auto_refund: bool) -> Decision:
+    booking = decision.booking
+    assert booking is not None
+    fields = {
+        **(decision.fields or {}),
+        "status": BookingStatus.OVER_CAPACITY.value,
+        "needsAttention": kind,
+    }
+    issue = Issue(kind, {"bookingId": booking.id, "sessionId": booking.session_id})
+    return replace(
+        decision, outcome=kind, fields=fields, issue=issue, create_event=False, refund=auto_refund
+    )
+
+
+def decide_leave(decision: Decision, session: Session | None) -> Decision:
+    """A seat's booking ends (refund, cancel): its seat is freed and the student leaves the
+    event; nothing to do when the seat is already free."""
+    booking = decision.booking
+    assert booking is not None
+    if session is None or booking.id not in session.seats:
+        return replace(decision, leave_session="")
+    seats = {k: v for k, v in session.seats.items() if k != booking.id}
+    freed = {"seats": seats, "seatsTaken": len(seats), "updatedAt": SERVER_TIME}
+    return replace(decision, session_fields=freed, leave_session=session.id)
+
+
+def decide_seat_joined(booking: Booking, session: Session, event: ClassEvent) -> Decision:
+    """The student is a guest of the session's event: the booking is scheduled with it."""
+    if booking.status != BookingStatus.PAID or booking.id not in session.seats:
+        # Refunded or cancelled while being added: take the student out again.
+        return Decision("settled_meanwhile", booking, leave_session=session.id)
+    fields = {
+        "status": BookingStatus.SCHEDULED.value,
+        "googleEventId": event.event_id,
+        "htmlLink": event.html_link or None,
+        "calendarStatus": event.status,
+        "calendarError": REMOVE,
+        "updatedAt": SERVER_TIME,
+        **conference_fields(event),
+    }
+    seat = {**session.seats[booking.id], "status": SeatStatus.JOINED.value}
+    joined = {"seats": {**session.seats, booking.id: seat}, "updatedAt": SERVER_TIME}
+    return Decision("scheduled", booking, fields, event=event, session_fields=joined)
 
 
 # -- what an admin's action means for a booking ------------------------------------------------
@@ -653,6 +834,8 @@ def decide_cancel(booking: Booking, reason: str, refund: bool, by: str) -> Decis
     if refund and refundable:
         fields["refundRequested"] = True
     decision = Decision("cancelled", booking, fields, refund=refund and refundable)
+    if booking.session_id:
+        return replace(decision, leave_session=booking.session_id)
     if booking.google_event_id:
         return decision.cancelling(booking.google_event_id)
     if booking.status == BookingStatus.PAID:
@@ -666,6 +849,11 @@ def decide_reschedule(
 ) -> Decision:
     """An admin moves a scheduled class; refused (`Conflict`, naming the other class) when
     the teacher would be in two classes at once. The same times again change nothing."""
+    if booking.session_id:
+        raise Conflict(
+            "a seat of a group session moves with its session; reschedule the session",
+            sessionId=booking.session_id,
+        )
     if booking.status != BookingStatus.SCHEDULED or not booking.google_event_id:
         raise Conflict(
             f"only a scheduled class can be moved; this booking is {booking.status.value}",

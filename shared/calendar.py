@@ -19,24 +19,46 @@ import google_auth_httplib2
 import httplib2
 from googleapiclient import discovery
 
-from shared.bookings import Booking, CalendarStatus, ClassEvent, event_id_for_booking
+from shared.bookings import (
+    Booking,
+    CalendarStatus,
+    ClassEvent,
+    Person,
+    Session,
+    event_id_for_booking,
+    event_id_for_session,
+)
 from shared.clients import lazy
 from shared.config import get_settings
-from shared.errors import PermanentUpstreamError, UpstreamConflict, UpstreamGone, UpstreamNotFound
+from shared.errors import (
+    PermanentUpstreamError,
+    UpstreamConflict,
+    UpstreamGone,
+    UpstreamNotFound,
+    UpstreamPreconditionFailed,
+)
 from shared.tokens import calendar_credentials
 from shared.upstream import Deadline, Upstream, call
 
 __all__ = [
     "MEET",
+    "SEAT_SEND_UPDATES",
     "CalendarApi",
+    "add_attendee",
     "calendar_api",
     "cancel_event",
     "class_event_body",
     "ensure_class_event",
+    "ensure_session_event",
     "move_event",
+    "remove_attendee",
+    "session_event_body",
 ]
 
 MEET = "hangoutsMeet"
+SEAT_SEND_UPDATES = "all"
+"""sendUpdates when a seat's student joins or leaves a session's event (see
+docs/calendar-invitations.md for who Google emails)."""
 
 
 def class_event_body(booking: Booking, payment_id: str) -> dict[str, Any]:
@@ -78,6 +100,41 @@ def class_event_body(booking: Booking, payment_id: str) -> dict[str, Any]:
         "conferenceData": {
             "createRequest": {
                 "requestId": f"meet-{event_id_for_booking(booking.id)[:40]}",
+                "conferenceSolutionKey": {"type": MEET},
+            }
+        },
+    }
+
+
+def session_event_body(session: Session) -> dict[str, Any]:
+    """The one event of a group session: the teacher invited, students added seat by seat,
+    and none of them sees the others' addresses."""
+    start, end = session.as_booking().class_times()
+    teacher = session.teacher
+    event_id = event_id_for_session(session.id)
+    return {
+        "id": event_id,
+        "summary": f"{session.title} con {teacher.name or teacher.email} (grupal)",
+        "description": f"Clase grupal: {session.title}\nDocente: {teacher.name or teacher.email}",
+        "start": {"dateTime": start.isoformat(), "timeZone": session.time_zone},
+        "end": {"dateTime": end.isoformat(), "timeZone": session.time_zone},
+        "attendees": [
+            {k: v for k, v in {"email": teacher.email, "displayName": teacher.name}.items() if v}
+        ],
+        "reminders": {
+            "useDefault": False,
+            "overrides": [
+                {"method": "email", "minutes": 24 * 60},
+                {"method": "popup", "minutes": 15},
+            ],
+        },
+        "transparency": "opaque",
+        "guestsCanInviteOthers": False,
+        "guestsCanSeeOtherGuests": False,
+        "extendedProperties": {"private": {"sessionId": session.id}},
+        "conferenceData": {
+            "createRequest": {
+                "requestId": f"meet-{event_id[:40]}",
                 "conferenceSolutionKey": {"type": MEET},
             }
         },
@@ -164,21 +221,31 @@ class CalendarApi:
         return result
 
     def patch_event(
-        self, event_id: str, changes: dict[str, Any], deadline: Deadline
+        self,
+        event_id: str,
+        changes: dict[str, Any],
+        deadline: Deadline,
+        *,
+        etag: str = "",
+        send_updates: str = "all",
     ) -> dict[str, Any]:
         """Change an event and tell its guests; `conferenceDataVersion=1` keeps the Meet link
-        (without it Google drops conference changes on a modifying call)."""
-        result: dict[str, Any] = self.call(
-            lambda s: s.events().patch(
+        (without it Google drops conference changes on a modifying call). With `etag`, only
+        if nobody changed the event since (else `UpstreamPreconditionFailed`)."""
+
+        def make(service: Any) -> Any:
+            request = service.events().patch(
                 calendarId=self.calendar_id,
                 eventId=event_id,
                 body=changes,
                 conferenceDataVersion=1,
-                sendUpdates="all",
-            ),
-            deadline,
-            "patch event",
-        )
+                sendUpdates=send_updates,
+            )
+            if etag:
+                request.headers["If-Match"] = etag
+            return request
+
+        result: dict[str, Any] = self.call(make, deadline, "patch event")
         return result
 
     def watch_events(self, channel: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
@@ -289,3 +356,66 @@ def move_event(
         "end": {"dateTime": end.isoformat(), "timeZone": booking.time_zone},
     }
     return calendar_api().patch_event(booking.google_event_id, changes, deadline)
+
+
+def ensure_session_event(session: Session, deadline: Deadline) -> ClassEvent:
+    """Create the session's event, or adopt it (a retried request meets a 409)."""
+    api = calendar_api()
+    body = session_event_body(session)
+    try:
+        return ClassEvent.from_event(api.insert_event(body, deadline))
+    except UpstreamConflict:
+        return ClassEvent.from_event(api.get_event(body["id"], deadline))
+
+
+def _change_attendees(
+    event_id: str,
+    change: Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None],
+    deadline: Deadline,
+) -> ClassEvent | None:
+    """Read the event, change its guest list, write it back only if nobody changed it since
+    (`If-Match`); on 412 read again and re-apply. A patch replaces the whole attendees array,
+    so an unconditional one could drop a guest another seat added meanwhile."""
+    api = calendar_api()
+    while True:
+        try:
+            event = api.get_event(event_id, deadline)
+        except (UpstreamNotFound, UpstreamGone):
+            return None
+        attendees = list(event.get("attendees") or [])
+        changed = change(attendees)
+        if changed is None:
+            return ClassEvent.from_event(event)  # nothing to do: already as wanted
+        try:
+            patched = api.patch_event(
+                event_id,
+                {"attendees": changed},
+                deadline,
+                etag=str(event.get("etag") or ""),
+                send_updates=SEAT_SEND_UPDATES,
+            )
+        except UpstreamPreconditionFailed:
+            continue  # another seat changed the guest list: read it again
+        return ClassEvent.from_event(patched)
+
+
+def add_attendee(event_id: str, guest: Person, deadline: Deadline) -> ClassEvent | None:
+    """Add one student to a session's event, once (already there: no write)."""
+
+    def change(attendees: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        if any(str(a.get("email", "")).lower() == guest.email.lower() for a in attendees):
+            return None
+        added = {k: v for k, v in {"email": guest.email, "displayName": guest.name}.items() if v}
+        return [*attendees, added]
+
+    return _change_attendees(event_id, change, deadline)
+
+
+def remove_attendee(event_id: str, email: str, deadline: Deadline) -> ClassEvent | None:
+    """Take one student out of a session's event (gone already: no write)."""
+
+    def change(attendees: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        kept = [a for a in attendees if str(a.get("email", "")).lower() != email.lower()]
+        return kept if len(kept) != len(attendees) else None
+
+    return _change_attendees(event_id, change, deadline)

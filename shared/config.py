@@ -146,6 +146,7 @@ class Settings:
     # Webhooks and time budgets.
     webhook_tolerance_seconds: float = 300.0
     accept_unsigned_ipn: bool = True
+    auto_refund_over_capacity: bool = False
     handler_budget_seconds: float = 10.0
     upstream_timeout_seconds: float = 5.0
     # Admin access and public feed.
@@ -200,6 +201,9 @@ def read_settings(environ: Mapping[str, str]) -> Settings:
             "WEBHOOK_TOLERANCE_SECONDS", defaults.webhook_tolerance_seconds
         ),
         accept_unsigned_ipn=env.flag("MERCADOPAGO_ACCEPT_IPN", defaults.accept_unsigned_ipn),
+        auto_refund_over_capacity=env.flag(
+            "AUTO_REFUND_OVER_CAPACITY", defaults.auto_refund_over_capacity
+        ),
         handler_budget_seconds=env.seconds(
             "HANDLER_BUDGET_SECONDS", defaults.handler_budget_seconds
         ),

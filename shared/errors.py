@@ -14,7 +14,8 @@ is acknowledged with 200 instead of provoking a retry storm; `http_answer` decid
     |   |   +-- CredentialsRejected (our token refused; not retried in the request)
     |   |       +-- ReauthorizationRequired (the Google grant is gone; an admin must consent)
     |   +-- PermanentUpstreamError 502 (a retry cannot help)
-    |       +-- UpstreamConflict (409), UpstreamNotFound (404), UpstreamGone (410)
+    |       +-- UpstreamConflict (409), UpstreamNotFound (404), UpstreamGone (410),
+    |           UpstreamPreconditionFailed (412)
     +-- UnprocessableNotification 422 (well-formed but cannot be applied: unknown booking,
     |   amount mismatch); acknowledged to webhook senders
     +-- InvalidSettings 503, retry (a setting is malformed: the sender retries once an
@@ -48,6 +49,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamGone",
     "UpstreamNotFound",
+    "UpstreamPreconditionFailed",
     "http_answer",
 ]
 
@@ -146,6 +148,12 @@ class UpstreamConflict(PermanentUpstreamError):
     """The upstream already holds what we tried to create (Calendar 409 on an event id)."""
 
     code = "upstream_conflict"
+
+
+class UpstreamPreconditionFailed(PermanentUpstreamError):
+    """412: the resource changed since it was read (`If-Match`); read it again."""
+
+    code = "upstream_precondition_failed"
 
 
 class UpstreamNotFound(PermanentUpstreamError):

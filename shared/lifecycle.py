@@ -33,6 +33,7 @@ from shared.calendar import cancel_event, move_event
 from shared.config import TIME_ZONE
 from shared.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from shared.payments import refund_payment
+from shared.scheduling import with_session
 from shared.upstream import Deadline
 
 __all__ = ["MAX_BODY_BYTES", "Action", "apply_action", "parse_action"]
@@ -119,12 +120,15 @@ def apply_action(action: Action, admin: str, deadline: Deadline) -> dict[str, An
             raise NotFound("no such booking", bookingId=action.booking_id)
         booking = Booking.from_document(read.booking_id, read.data)
         decision = _decide(action, booking, admin, deadline)
+        decision, session = with_session(decision, deadline)  # a seat leaves its session
         if decision.cancel_event:
             decision = decision.with_cancelled(cancel_event(decision.cancel_event, deadline))
         if decision.move_to is not None:
             decision = decision.with_moved(move_event(booking, *decision.move_to, deadline))
-        if decision.fields:
-            store.commit_booking(read, decision.fields, "", deadline)
+        if decision.fields or decision.session_fields:
+            store.commit_booking(
+                read, decision.fields or {}, "", deadline, session, decision.session_fields
+            )
         state = {**read.data, **_plain(decision.fields)}
         if decision.refund:
             # After the commit: the refund's notification then finds the booking cancelled,

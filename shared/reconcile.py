@@ -41,7 +41,7 @@ from shared.calendar import calendar_api, cancel_event, ensure_class_event
 from shared.config import TIME_ZONE
 from shared.errors import PermanentUpstreamError, PlatformError, TransientUpstreamError
 from shared.payments import PaymentNotification
-from shared.scheduling import Outcome, apply_payment_notification, write_decision
+from shared.scheduling import Outcome, apply_payment_notification, join_session, write_decision
 from shared.upstream import Deadline
 
 __all__ = ["PAGE_SIZE", "Reconciliation", "sweep"]
@@ -185,6 +185,9 @@ def _creating_event() -> Step:
     def step(read: store.BookingRead, booking: Booking, deadline: Deadline) -> Outcome:
         nonlocal created
         decision = decide_reconcile(booking, created)
+        if decision.join_session:  # a paid seat missing from its session's event
+            held = Outcome("seat_held", booking.payment_id, booking.id)
+            return join_session(held, deadline)
         if decision.create_event:
             try:
                 decision = decision.with_event(

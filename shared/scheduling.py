@@ -21,24 +21,43 @@ from typing import Any
 from shared import logs, store
 from shared.bookings import (
     SERVER_TIME,
+    Booking,
     CalendarStatus,
     ClassEvent,
     Decision,
     InvalidBooking,
+    Session,
     conference_fields,
+    decide_leave,
     decide_payment,
+    decide_seat,
+    decide_seat_joined,
+    refund_key,
 )
-from shared.calendar import calendar_api, cancel_event, ensure_class_event
+from shared.calendar import (
+    add_attendee,
+    calendar_api,
+    cancel_event,
+    ensure_class_event,
+    remove_attendee,
+)
+from shared.config import get_settings
 from shared.errors import (
     PermanentUpstreamError,
     PlatformError,
     TransientUpstreamError,
     UpstreamNotFound,
 )
-from shared.payments import PaymentNotification, read_payment
+from shared.payments import PaymentNotification, read_payment, refund_payment
 from shared.upstream import Deadline
 
-__all__ = ["Outcome", "apply_payment_notification", "write_decision"]
+__all__ = [
+    "Outcome",
+    "apply_payment_notification",
+    "join_session",
+    "with_session",
+    "write_decision",
+]
 
 
 @dataclass(frozen=True)
@@ -69,9 +88,10 @@ class Outcome:
 def apply_payment_notification(note: PaymentNotification, deadline: Deadline) -> Outcome:
     """Read the payment from Mercado Pago and bring its booking up to date."""
     created = ""  # the booking's event, once an attempt of this delivery created or adopted it
+    refund = ""  # a booking whose payment must go back (a seat of a full session)
 
     def attempt() -> Outcome:
-        nonlocal created
+        nonlocal created, refund
         try:
             payment, preference_id = read_payment(note.payment_id, deadline)
         except UpstreamNotFound:
@@ -84,19 +104,75 @@ def apply_payment_notification(note: PaymentNotification, deadline: Deadline) ->
         if read.data is not None:
             logs.bind(booking_id=read.booking_id)
         decision = decide_payment(read.booking_id, read.data, read.claimed_by, payment, created)
+        decision, session = with_session(decision, deadline)
         if decision.create_event:
             decision = _create_event(read, decision, payment.id, deadline)
             created = decision.event.event_id if decision.event else created
         if decision.cancel_event:
             decision = decision.with_cancelled(cancel_event(decision.cancel_event, deadline))
-        write_decision(read, decision, payment.id, deadline)
+        write_decision(read, decision, payment.id, deadline, session)
+        refund = read.booking_id if decision.refund else ""
         return Outcome(decision.outcome, payment.id, read.booking_id, decision.event)
 
     outcome = store.until_committed(attempt, deadline, "apply payment")
+    if refund:
+        refund_payment(outcome.payment_id, refund_key(refund), deadline)
+    if outcome.outcome == "seat_held":
+        outcome = join_session(outcome, deadline)
     if outcome.event is not None and outcome.event.meet_pending:
         event = _finish_meet_link(outcome.booking_id, outcome.event, deadline)
         outcome = Outcome(outcome.outcome, outcome.payment_id, outcome.booking_id, event)
     return outcome
+
+
+def with_session(
+    decision: Decision, deadline: Deadline
+) -> tuple[Decision, store.SessionRead | None]:
+    """For a seat of a group session: decide with the session's read (hold or free a seat),
+    and take a leaving student out of the session's event."""
+    session_id = decision.join_session or decision.leave_session
+    if not session_id:
+        return decision, None
+    read = store.read_session(session_id, deadline)
+    session = Session.from_document(session_id, read.data) if read.data is not None else None
+    if decision.outcome == "seat":
+        decision = decide_seat(decision, session, get_settings().auto_refund_over_capacity)
+    if decision.leave_session:
+        decision = decide_leave(decision, session)
+    if decision.leave_session and session is not None and decision.booking is not None:
+        remove_attendee(session.google_event_id, decision.booking.student.email, deadline)
+    return decision, read
+
+
+def join_session(held: Outcome, deadline: Deadline) -> Outcome:
+    """A held seat becomes a guest of the session's event, then a scheduled booking; a
+    booking refunded meanwhile is taken out again."""
+    first = store.read_booking(held.booking_id, deadline)
+    booking = Booking.from_document(held.booking_id, first.data or {})
+    session_read = store.read_session(booking.session_id, deadline)
+    if session_read.data is None:
+        return held
+    session = Session.from_document(booking.session_id, session_read.data)
+    event = add_attendee(session.google_event_id, booking.student, deadline)
+    if event is None:
+        return held  # the event is gone: the booking stays paid for reconcile and admins
+
+    def attempt() -> Outcome:
+        read = store.read_booking(held.booking_id, deadline)
+        now = store.read_session(booking.session_id, deadline)
+        if read.data is None or now.data is None:
+            return held
+        fresh = Booking.from_document(read.booking_id, read.data)
+        decision = decide_seat_joined(fresh, Session.from_document(now.session_id, now.data), event)
+        if decision.leave_session:
+            remove_attendee(event.event_id, fresh.student.email, deadline)
+            return Outcome(decision.outcome, held.payment_id, held.booking_id)
+        store.commit_booking(
+            read, decision.fields or {}, "", deadline, now, decision.session_fields
+        )
+        return Outcome(decision.outcome, held.payment_id, held.booking_id, event)
+
+    return store.until_committed(attempt, deadline, "join session")
 
 
 def _create_event(
@@ -123,13 +199,24 @@ def _create_event(
 
 
 def write_decision(
-    read: store.BookingRead, decision: Decision, payment_id: str, deadline: Deadline
+    read: store.BookingRead,
+    decision: Decision,
+    payment_id: str,
+    deadline: Deadline,
+    session: store.SessionRead | None = None,
 ) -> None:
     if decision.issue is not None:
         logs.error("payment needs an admin", issue=decision.issue.kind)
         store.record_issue(decision.issue, payment_id, deadline)
-    if decision.fields:
-        store.commit_booking(read, decision.fields, payment_id if decision.claim else "", deadline)
+    if decision.fields or decision.session_fields:
+        store.commit_booking(
+            read,
+            decision.fields or {},
+            payment_id if decision.claim else "",
+            deadline,
+            session,
+            decision.session_fields,
+        )
 
 
 def _finish_meet_link(booking_id: str, event: ClassEvent, deadline: Deadline) -> ClassEvent:

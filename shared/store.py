@@ -40,24 +40,28 @@ from shared.bookings import (
 )
 from shared.clients import firestore_client
 from shared.config import get_settings
-from shared.errors import TransientUpstreamError
+from shared.errors import TransientUpstreamError, UpstreamConflict
 from shared.upstream import ANSWER_MARGIN_SECONDS, Deadline, Upstream, call
 
 __all__ = [
     "BATCH_BOOKINGS",
     "CALENDAR_CHANGES",
+    "CLASS_SESSIONS",
     "PAYMENT_CLAIMS",
     "PAYMENT_ISSUES",
     "Backlog",
     "BookingRead",
     "Contended",
+    "SessionRead",
     "backlog_page",
     "booking_ref",
     "bookings",
     "commit_booking",
     "commit_change",
     "commit_changes",
+    "commit_session",
     "create",
+    "create_session",
     "find_booking_by_event",
     "get",
     "get_many",
@@ -66,14 +70,18 @@ __all__ = [
     "read_booking",
     "read_booking_for_payment",
     "read_bookings",
+    "read_session",
     "record_issue",
     "record_run",
     "release_lease",
     "resolve_issue",
+    "session_bookings",
+    "sessions",
     "set_document",
     "stream",
     "teacher_classes",
     "until_committed",
+    "upcoming_sessions",
     "update",
     "update_if_unchanged",
 ]
@@ -82,6 +90,8 @@ PAYMENT_CLAIMS = "payment_claims"
 """`payment_claims/{paymentId}`: the one booking a payment paid for."""
 PAYMENT_ISSUES = "payment_issues"
 """`payment_issues/{paymentId}-{kind}`: what admins must look at."""
+CLASS_SESSIONS = "class_sessions"
+"""`class_sessions/{sessionId}`: group classes, their one event and their seats."""
 RECONCILE_RUNS = "reconcile_runs"
 """`reconcile_runs/latest`: the counts of the last sweep."""
 CALENDAR_CHANGES = "calendar_changes"
@@ -317,18 +327,81 @@ def read_booking(booking_id: str, deadline: Deadline) -> BookingRead:
 
 
 def commit_booking(
-    read: BookingRead, fields: dict[str, Any], claim_payment: str, deadline: Deadline
+    read: BookingRead,
+    fields: dict[str, Any],
+    claim_payment: str,
+    deadline: Deadline,
+    session: SessionRead | None = None,
+    session_fields: dict[str, Any] | None = None,
 ) -> None:
-    """One atomic commit, valid only if nobody wrote the booking since `read`; with
-    `claim_payment`, the payment's claim is created in it (and the commit fails if another
-    booking claimed it first)."""
+    """One atomic commit, valid only if nobody wrote the booking since `read` (nor its
+    session since `session`, when its seats change too); with `claim_payment`, the
+    payment's claim is created in it (and the commit fails if another booking claimed it
+    first)."""
     assert read.snapshot is not None
     batch = firestore_client().batch()
-    batch.update(read.snapshot.reference, _values(fields), option=_guard(read.snapshot))
+    if fields:
+        batch.update(read.snapshot.reference, _values(fields), option=_guard(read.snapshot))
+    if session_fields:
+        assert session is not None and session.snapshot is not None
+        batch.update(
+            session.snapshot.reference, _values(session_fields), option=_guard(session.snapshot)
+        )
     if claim_payment:
         claim = {"bookingId": read.booking_id, "createdAt": firestore.SERVER_TIMESTAMP}
         batch.create(_claim_ref(claim_payment), claim)
     _commit(batch, deadline, "write booking")
+
+
+# -- group sessions -----------------------------------------------------------------------------
+
+
+def sessions() -> firestore.CollectionReference:
+    return firestore_client().collection(CLASS_SESSIONS)
+
+
+@dataclass(frozen=True)
+class SessionRead:
+    """A group session as read (`data` None: no such session), guarding the next commit."""
+
+    session_id: str
+    data: dict[str, Any] | None
+    snapshot: firestore.DocumentSnapshot[Any] | None = None
+
+
+def read_session(session_id: str, deadline: Deadline) -> SessionRead:
+    if not is_booking_id(session_id):
+        return SessionRead(session_id, None)
+    snap = get(sessions().document(session_id), deadline, "read session")
+    return SessionRead(session_id, snap.to_dict() or {} if snap.exists else None, snap)
+
+
+def create_session(session_id: str, document: dict[str, Any], deadline: Deadline) -> bool:
+    """Record a new session; False when one with this id exists (a retried request)."""
+    try:
+        create(sessions().document(session_id), document, deadline, "record session")
+    except UpstreamConflict:
+        return False
+    return True
+
+
+def upcoming_sessions(since: str, limit: int, deadline: Deadline) -> list[SessionRead]:
+    query = sessions().where(filter=FieldFilter("end", ">=", since)).order_by("end").limit(limit)
+    return [
+        SessionRead(s.id, s.to_dict() or {}, s) for s in stream(query, deadline, "list sessions")
+    ]
+
+
+def session_bookings(session_id: str, deadline: Deadline) -> list[BookingRead]:
+    query = bookings().where(filter=FieldFilter("sessionId", "==", session_id))
+    return [_read_of(s, None) for s in stream(query, deadline, "find the session's bookings")]
+
+
+def commit_session(read: SessionRead, fields: dict[str, Any], deadline: Deadline) -> None:
+    assert read.snapshot is not None
+    batch = firestore_client().batch()
+    batch.update(read.snapshot.reference, _values(fields), option=_guard(read.snapshot))
+    _commit(batch, deadline, "write session")
 
 
 def record_issue(issue: Issue, payment_id: str, deadline: Deadline) -> None:

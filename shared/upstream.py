@@ -34,6 +34,7 @@ from shared.errors import (
     UpstreamConflict,
     UpstreamGone,
     UpstreamNotFound,
+    UpstreamPreconditionFailed,
 )
 
 __all__ = [
@@ -145,6 +146,8 @@ def by_status(upstream: Upstream, status: int, reason: str, what: str) -> Platfo
         return UpstreamConflict(message, **details)
     if status == 410:
         return UpstreamGone(message, **details)
+    if status == 412:
+        return UpstreamPreconditionFailed(message, **details)
     return PermanentUpstreamError(message, **details)
 
 

@@ -1,0 +1,210 @@
+"""Group classes against the emulators: one event, one Meet link, many paid seats."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any
+
+import pytest
+import requests
+
+from devstack.client import StackClient
+from shared.bookings import event_id_for_session
+from shared.clients import reset_clients
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+
+def _sessions(client: StackClient, body: Any = None, method: str = "POST") -> Any:
+    return requests.request(
+        method,
+        client.doc["functions"]["class_sessions"],
+        json=body,
+        headers={"X-API-Key": client.doc["secrets"]["admin_api_key"]},
+        timeout=60,
+    )
+
+
+def _new_session(client: StackClient, capacity: int, **overrides: Any) -> dict[str, Any]:
+    body = {
+        "title": "Guitarra en grupo",
+        "teacher": {"name": "Ana Gómez", "email": "ana.gomez@example.com"},
+        "start": "2026-12-10T18:00:00-03:00",
+        "end": "2026-12-10T19:30:00-03:00",
+        "capacity": capacity,
+        "price": {"amount": 15000, "currency": "ARS"},
+        **overrides,
+    }
+    answer = _sessions(client, body)
+    assert answer.status_code in (200, 201), answer.text
+    session: dict[str, Any] = answer.json()
+    return session
+
+
+def _seat(client: StackClient, session_id: str, n: int) -> tuple[str, Any]:
+    booking_id = client.seed_booking(
+        sessionId=session_id,
+        student={"name": f"Estudiante {n}", "email": f"estudiante{n}@example.com"},
+        start="2026-12-10T18:00:00-03:00",
+        end="2026-12-10T19:30:00-03:00",
+    )
+    return booking_id, client.create_payment(booking_id)["id"]
+
+
+def _event(client: StackClient, session_id: str) -> dict[str, Any]:
+    event: dict[str, Any] = (
+        client.calendar.events()
+        .get(calendarId=client.doc["calendar_id"], eventId=event_id_for_session(session_id))
+        .execute()
+    )
+    return event
+
+
+def _emails(client: StackClient, session_id: str) -> list[dict[str, Any]]:
+    base = client.doc["emulators"]["calendar"].split("/calendar/v3/")[0]
+    log = requests.get(f"{base}/_emulator/calendar/invitations", timeout=10).json()["log"]
+    return [i for i in log if i["eventId"] == event_id_for_session(session_id)]
+
+
+def test_a_session_has_one_event_with_meet_and_a_retry_gets_the_same(client: StackClient) -> None:
+    first = _new_session(client, 10, sessionId="ses-guitarra")
+    again = _sessions(
+        client,
+        {
+            "sessionId": "ses-guitarra",
+            "title": "Guitarra en grupo",
+            "teacher": {"name": "Ana Gómez", "email": "ana.gomez@example.com"},
+            "start": "2026-12-10T18:00:00-03:00",
+            "end": "2026-12-10T19:30:00-03:00",
+            "capacity": 10,
+            "price": {"amount": 15000, "currency": "ARS"},
+        },
+    )
+
+    assert again.status_code == 200
+    assert again.json() == first
+    assert first["meetLink"].startswith("https://meet.google.com/")
+    assert (first["capacity"], first["seatsTaken"]) == (10, 0)
+    event = _event(client, "ses-guitarra")
+    assert event["guestsCanSeeOtherGuests"] is False
+    assert [a["email"] for a in event["attendees"]] == ["ana.gomez@example.com"]
+
+
+def test_thirty_students_paying_at_once_all_get_in_once(client: StackClient) -> None:
+    session = _new_session(client, 30)
+    seats = [_seat(client, session["sessionId"], n) for n in range(30)]
+
+    with concurrent.futures.ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(lambda seat: client.notify(seat[1]), seats))
+
+    assert {a["status"] for a in answers} <= {200, 503}
+    for booking_id, payment_id in seats:  # Mercado Pago redelivers what was not a 2xx
+        if client.booking(booking_id).get("status") != "scheduled":
+            assert client.notify(payment_id)["status"] == 200
+    event = _event(client, session["sessionId"])
+    assert len(event["attendees"]) == 31
+    assert {client.booking(b)["status"] for b, _ in seats} == {"scheduled"}
+    assert {client.booking(b)["meetLink"] for b, _ in seats} == {session["meetLink"]}
+    listed = _sessions(client, method="GET").json()["sessions"]
+    assert [s["seatsTaken"] for s in listed] == [30]
+
+
+def test_a_payment_for_a_full_session_is_over_capacity_and_refunded_when_configured(
+    client: StackClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTO_REFUND_OVER_CAPACITY", "true")
+    reset_clients()
+    session = _new_session(client, 3)
+    seats = [_seat(client, session["sessionId"], n) for n in range(4)]
+
+    outcomes = [client.notify(payment_id)["status"] for _, payment_id in seats]
+
+    assert outcomes == [200, 200, 200, 200]
+    statuses = [client.booking(b)["status"] for b, _ in seats]
+    assert statuses[:3] == ["scheduled"] * 3
+    assert statuses[3] in ("over_capacity", "refunded")
+    last_booking, last_payment = seats[3]
+    issue = client.db.collection("payment_issues").document(f"{last_payment}-over_capacity")
+    assert issue.get().exists
+    client.webhook_deliveries(wait=1)  # the refund's own notification
+    assert client.booking(last_booking)["paymentStatus"] == "refunded"
+    assert len(_event(client, session["sessionId"])["attendees"]) == 4
+
+
+def test_a_refunded_seat_leaves_alone_and_frees_its_place(client: StackClient) -> None:
+    session = _new_session(client, 2)
+    seats = [_seat(client, session["sessionId"], n) for n in range(2)]
+    for _, payment_id in seats:
+        assert client.notify(payment_id)["status"] == 200
+    before = len(_emails(client, session["sessionId"]))
+
+    client.refund_payment(seats[0][1])
+    client.webhook_deliveries(wait=1)
+
+    attendees = [a["email"] for a in _event(client, session["sessionId"])["attendees"]]
+    assert "estudiante0@example.com" not in attendees
+    assert "estudiante1@example.com" in attendees
+    assert client.booking(seats[0][0])["status"] == "refunded"
+    emailed = {r for i in _emails(client, session["sessionId"])[before:] for r in i["recipients"]}
+    assert "estudiante1@example.com" not in emailed
+    listed = _sessions(client, method="GET").json()["sessions"]
+    assert listed[0]["seatsTaken"] == 1
+    third, payment = _seat(client, session["sessionId"], 2)
+    assert client.notify(payment)["status"] == 200
+    assert client.booking(third)["status"] == "scheduled"  # the freed seat is taken again
+
+
+def test_cancelling_a_session_cancels_its_event_and_every_seat(client: StackClient) -> None:
+    session = _new_session(client, 3)
+    seats = [_seat(client, session["sessionId"], n) for n in range(2)]
+    for _, payment_id in seats:
+        client.notify(payment_id)
+
+    answer = _sessions(
+        client, {"sessionId": session["sessionId"], "action": "cancel", "refund": True}
+    )
+
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "cancelled"
+    assert _event(client, session["sessionId"])["status"] == "cancelled"
+    for booking_id, _ in seats:
+        booking = client.booking(booking_id)
+        assert (booking["status"], booking["refundStatus"]) == ("cancelled", "approved")
+
+
+def test_moving_a_session_moves_its_one_event_and_every_booking(client: StackClient) -> None:
+    session = _new_session(client, 3)
+    booking_id, payment_id = _seat(client, session["sessionId"], 0)
+    client.notify(payment_id)
+
+    answer = _sessions(
+        client,
+        {
+            "sessionId": session["sessionId"],
+            "action": "reschedule",
+            "start": "2026-12-11T18:00:00",
+            "end": "2026-12-11T19:30:00",
+        },
+    )
+
+    assert answer.status_code == 200
+    event = _event(client, session["sessionId"])
+    assert event["start"]["dateTime"].startswith("2026-12-11T18:00:00")
+    assert event["hangoutLink"] == session["meetLink"]
+    assert client.booking(booking_id)["start"] == "2026-12-11T18:00:00-03:00"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"title": "", "teacher": {"email": "a@b.c"}, "capacity": 3},
+        {"title": "x", "teacher": {"email": "a@b.c"}, "capacity": 0},
+        {"sessionId": "a/b", "action": "cancel"},
+        {"sessionId": "x", "action": "explode"},
+        ["not", "an", "object"],
+    ],
+)
+def test_bad_session_requests_are_400(client: StackClient, body: Any) -> None:
+    answer = _sessions(client, body)
+    assert answer.status_code == 400
+    assert "error" in answer.json()
