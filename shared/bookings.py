@@ -49,15 +49,21 @@ __all__ = [
     "Issue",
     "Payment",
     "Person",
+    "SeatStatus",
+    "Session",
     "can_move",
     "conference_fields",
     "decide_cancel",
     "decide_event_change",
+    "decide_leave",
     "decide_payment",
     "decide_reconcile",
     "decide_reschedule",
+    "decide_seat",
+    "decide_seat_joined",
     "event_fields",
     "event_id_for_booking",
+    "event_id_for_session",
     "own_event_id",
     "refund_key",
 ]
@@ -767,7 +773,13 @@ def _over_capacity(decision: Decision, kind: str, auto_refund: bool) -> Decision
     }
     issue = Issue(kind, {"bookingId": booking.id, "sessionId": booking.session_id})
     return replace(
-        decision, outcome=kind, fields=fields, issue=issue, create_event=False, refund=auto_refund
+        decision,
+        outcome=kind,
+        fields=fields,
+        issue=issue,
+        create_event=False,
+        refund=auto_refund,
+        join_session="",
     )
 
 

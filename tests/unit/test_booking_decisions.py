@@ -18,11 +18,15 @@ from shared.bookings import (
     CalendarStatus,
     ClassEvent,
     Payment,
+    Session,
     decide_cancel,
     decide_event_change,
+    decide_leave,
     decide_payment,
     decide_reconcile,
     decide_reschedule,
+    decide_seat,
+    decide_seat_joined,
     event_id_for_booking,
 )
 from shared.bookings import Booking as BookingValue
@@ -553,4 +557,81 @@ def test_only_a_scheduled_class_can_be_moved() -> None:
             _at("2026-12-03T10:00:00-03:00"),
             _at("2026-12-03T11:00:00-03:00"),
             [],
+        )
+
+
+# -- group seats ----------------------------------------------------------------------------
+
+
+def session(capacity: int = 2, **seats: str) -> Session:
+    return Session.from_document(
+        "ses-1",
+        {
+            "title": "Guitarra en grupo",
+            "teacher": {"name": "Ana", "email": "ana@example.com"},
+            "start": "2026-12-10T18:00:00-03:00",
+            "end": "2026-12-10T19:00:00-03:00",
+            "capacity": capacity,
+            "status": "scheduled",
+            "googleEventId": "evt",
+            "seats": {
+                b: {"status": status, "email": f"{b}@example.com"} for b, status in seats.items()
+            },
+        },
+    )
+
+
+def seat_payment(**booking_fields: Any) -> Any:
+    return decide_payment(BOOKING, booking(sessionId="ses-1", **booking_fields), None, payment())
+
+
+def test_a_paid_seat_is_held_under_the_sessions_guard() -> None:
+    decision = decide_seat(seat_payment(), session(2, other="joined"), auto_refund=False)
+    assert decision.outcome == "seat_held"
+    assert decision.session_fields is not None
+    assert decision.session_fields["seatsTaken"] == 2
+    assert set(decision.session_fields["seats"]) == {"other", BOOKING}
+    assert decision.fields is not None and decision.fields["status"] == BookingStatus.PAID
+    assert decision.join_session == "ses-1" and decision.claim
+
+
+def test_a_seat_of_a_full_session_is_over_capacity_and_refunded_if_configured() -> None:
+    full = session(1, other="joined")
+    kept = decide_seat(seat_payment(), full, auto_refund=False)
+    refunded = decide_seat(seat_payment(), full, auto_refund=True)
+    assert kept.fields is not None and kept.fields["status"] == BookingStatus.OVER_CAPACITY
+    assert kept.issue is not None and kept.issue.kind == "over_capacity"
+    assert (kept.refund, refunded.refund) == (False, True)
+    assert kept.session_fields is None and not kept.join_session
+
+
+def test_a_seat_already_held_is_not_counted_twice() -> None:
+    decision = decide_seat(seat_payment(), session(1, **{BOOKING: "held"}), auto_refund=False)
+    assert decision.session_fields is None
+    assert decision.join_session == "ses-1"
+
+
+def test_a_refunded_seat_leaves_the_event_and_frees_its_place() -> None:
+    data = booking(sessionId="ses-1", status="scheduled", paymentId="111", googleEventId="evt")
+    reversed_ = decide_payment(BOOKING, data, BOOKING, payment("refunded"))
+    assert reversed_.leave_session == "ses-1" and not reversed_.cancel_event
+    left = decide_leave(reversed_, session(2, **{BOOKING: "joined", "other": "joined"}))
+    assert left.session_fields is not None
+    assert set(left.session_fields["seats"]) == {"other"}
+    assert left.session_fields["seatsTaken"] == 1
+
+
+def test_a_seat_refunded_while_joining_is_taken_out_again() -> None:
+    refunded = BookingValue.from_document(
+        BOOKING, booking(sessionId="ses-1", status="refunded", paymentId="111")
+    )
+    decision = decide_seat_joined(refunded, session(2), ClassEvent.from_event(event(id="evt")))
+    assert decision.leave_session == "ses-1" and decision.fields is None
+
+
+def test_a_seat_moves_only_with_its_session() -> None:
+    seat = value(status="scheduled", googleEventId="evt", sessionId="ses-1")
+    with pytest.raises(Conflict, match="session"):
+        decide_reschedule(
+            seat, _at("2026-12-11T18:00:00-03:00"), _at("2026-12-11T19:00:00-03:00"), []
         )
