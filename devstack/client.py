@@ -165,6 +165,23 @@ class StackClient:
             )
         return self._calendar
 
+    def event(self, event_id: str) -> dict[str, Any]:
+        """The event as Google would return it (cancelled ones too)."""
+        event: dict[str, Any] = (
+            self.calendar.events()
+            .get(calendarId=self.doc["calendar_id"], eventId=event_id)
+            .execute()
+        )
+        return event
+
+    def invitations(self, event_id: str, action: str = "") -> list[dict[str, Any]]:
+        """The emails the Calendar emulator recorded for an event (of one kind, if given)."""
+        base = self.doc["emulators"]["calendar"].split("/calendar/v3/")[0]
+        log = self.http.get(f"{base}/_emulator/calendar/invitations", timeout=10).json()["log"]
+        return [
+            i for i in log if i["eventId"] == event_id and (not action or i["action"] == action)
+        ]
+
     def events_for_booking(self, booking_id: str) -> list[dict[str, Any]]:
         result = (
             self.calendar.events()

@@ -51,6 +51,7 @@ __all__ = [
     "Person",
     "SeatStatus",
     "Session",
+    "amount_of",
     "can_move",
     "conference_fields",
     "decide_cancel",
@@ -226,7 +227,7 @@ class Booking:
             start_raw=data.get("start"),
             end_raw=data.get("end"),
             time_zone=str(data.get("timeZone") or TIME_ZONE),
-            price_amount=_decimal(price.get("amount")),
+            price_amount=amount_of(price.get("amount")),
             currency=str(price.get("currency") or ""),
             preference_id=str(data.get("preferenceId") or ""),
             payment_id=str(data.get("paymentId") or ""),
@@ -256,7 +257,8 @@ class Booking:
         return start, end
 
 
-def _decimal(raw: Any) -> Decimal | None:
+def amount_of(raw: Any) -> Decimal | None:
+    """A money amount from a document or an API (None when absent or not a finite number)."""
     if raw is None or isinstance(raw, bool):
         return None
     try:
@@ -700,7 +702,7 @@ class Session:
             capacity=capacity
             if isinstance(capacity, int) and not isinstance(capacity, bool)
             else 0,
-            price_amount=_decimal(price.get("amount")),
+            price_amount=amount_of(price.get("amount")),
             currency=str(price.get("currency") or ""),
             status=str(data.get("status") or "scheduled"),
             google_event_id=str(data.get("googleEventId") or ""),

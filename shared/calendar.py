@@ -61,65 +61,27 @@ SEAT_SEND_UPDATES = "all"
 docs/calendar-invitations.md for who Google emails)."""
 
 
-def class_event_body(booking: Booking, payment_id: str) -> dict[str, Any]:
-    """The event a paid booking becomes (mapper; no I/O)."""
-    start, end = booking.class_times()
-    teacher, student = booking.teacher, booking.student
-    description = "\n".join(
-        line
-        for line in (
-            f"Clase: {booking.class_title}",
-            f"Docente: {teacher.name or teacher.email}",
-            f"Estudiante: {student.name or student.email}",
-            f"Reserva: {booking.id}",
-        )
-        if line
-    )
-    attendees = [
-        {"email": person.email, "displayName": person.name or None}
-        for person in (student, teacher)
-        if person.email
-    ]
-    return {
-        "id": event_id_for_booking(booking.id),
-        "summary": f"{booking.class_title} con {teacher.name or teacher.email}",
-        "description": description,
-        "start": {"dateTime": start.isoformat(), "timeZone": booking.time_zone},
-        "end": {"dateTime": end.isoformat(), "timeZone": booking.time_zone},
-        "attendees": [{k: v for k, v in a.items() if v} for a in attendees],
-        "reminders": {
-            "useDefault": False,
-            "overrides": [
-                {"method": "email", "minutes": 24 * 60},
-                {"method": "popup", "minutes": 15},
-            ],
-        },
-        "transparency": "opaque",
-        "guestsCanInviteOthers": False,
-        "extendedProperties": {"private": {"bookingId": booking.id, "paymentId": payment_id}},
-        "conferenceData": {
-            "createRequest": {
-                "requestId": f"meet-{event_id_for_booking(booking.id)[:40]}",
-                "conferenceSolutionKey": {"type": MEET},
-            }
-        },
-    }
-
-
-def session_event_body(session: Session) -> dict[str, Any]:
-    """The one event of a group session: the teacher invited, students added seat by seat,
-    and none of them sees the others' addresses."""
-    start, end = session.as_booking().class_times()
-    teacher = session.teacher
-    event_id = event_id_for_session(session.id)
+def _event_body(
+    event_id: str,
+    summary: str,
+    description: str,
+    times: tuple[datetime, datetime],
+    time_zone: str,
+    guests: list[Person],
+    private: dict[str, str],
+) -> dict[str, Any]:
+    """What every class event has: its id, times, guests, reminders and a Meet request."""
+    start, end = times
     return {
         "id": event_id,
-        "summary": f"{session.title} con {teacher.name or teacher.email} (grupal)",
-        "description": f"Clase grupal: {session.title}\nDocente: {teacher.name or teacher.email}",
-        "start": {"dateTime": start.isoformat(), "timeZone": session.time_zone},
-        "end": {"dateTime": end.isoformat(), "timeZone": session.time_zone},
+        "summary": summary,
+        "description": description,
+        "start": {"dateTime": start.isoformat(), "timeZone": time_zone},
+        "end": {"dateTime": end.isoformat(), "timeZone": time_zone},
         "attendees": [
-            {k: v for k, v in {"email": teacher.email, "displayName": teacher.name}.items() if v}
+            {k: v for k, v in {"email": p.email, "displayName": p.name}.items() if v}
+            for p in guests
+            if p.email
         ],
         "reminders": {
             "useDefault": False,
@@ -130,8 +92,7 @@ def session_event_body(session: Session) -> dict[str, Any]:
         },
         "transparency": "opaque",
         "guestsCanInviteOthers": False,
-        "guestsCanSeeOtherGuests": False,
-        "extendedProperties": {"private": {"sessionId": session.id}},
+        "extendedProperties": {"private": private},
         "conferenceData": {
             "createRequest": {
                 "requestId": f"meet-{event_id[:40]}",
@@ -139,6 +100,44 @@ def session_event_body(session: Session) -> dict[str, Any]:
             }
         },
     }
+
+
+def class_event_body(booking: Booking, payment_id: str) -> dict[str, Any]:
+    """The event a paid booking becomes (mapper; no I/O)."""
+    teacher, student = booking.teacher, booking.student
+    description = "\n".join(
+        (
+            f"Clase: {booking.class_title}",
+            f"Docente: {teacher.name or teacher.email}",
+            f"Estudiante: {student.name or student.email}",
+            f"Reserva: {booking.id}",
+        )
+    )
+    return _event_body(
+        event_id_for_booking(booking.id),
+        f"{booking.class_title} con {teacher.name or teacher.email}",
+        description,
+        booking.class_times(),
+        booking.time_zone,
+        [student, teacher],
+        {"bookingId": booking.id, "paymentId": payment_id},
+    )
+
+
+def session_event_body(session: Session) -> dict[str, Any]:
+    """The one event of a group session: the teacher invited, students added seat by seat,
+    and none of them sees the others' addresses."""
+    teacher = session.teacher
+    body = _event_body(
+        event_id_for_session(session.id),
+        f"{session.title} con {teacher.name or teacher.email} (grupal)",
+        f"Clase grupal: {session.title}\nDocente: {teacher.name or teacher.email}",
+        session.as_booking().class_times(),
+        session.time_zone,
+        [teacher],
+        {"sessionId": session.id},
+    )
+    return {**body, "guestsCanSeeOtherGuests": False}
 
 
 class CalendarApi:

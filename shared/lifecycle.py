@@ -13,7 +13,6 @@ request twice gives the same answer with one Calendar change and one email.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,12 +30,13 @@ from shared.bookings import (
 )
 from shared.calendar import cancel_event, move_event
 from shared.config import TIME_ZONE
-from shared.errors import InvalidRequest, NotFound, UnsupportedMediaType
+from shared.errors import InvalidRequest, NotFound
 from shared.payments import refund_payment
 from shared.scheduling import with_session
 from shared.upstream import Deadline
+from shared.web import json_object
 
-__all__ = ["MAX_BODY_BYTES", "Action", "apply_action", "parse_action"]
+__all__ = ["MAX_BODY_BYTES", "Action", "apply_action", "parse_action", "parse_time"]
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_REASON_CHARS = 500
@@ -61,14 +61,7 @@ class Action:
 
 def parse_action(body: bytes, content_type: str) -> Action:
     """The request's JSON, checked field by field; any problem is a 400 naming the field."""
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise UnsupportedMediaType("send the action as application/json")
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidRequest("the body is not valid JSON") from exc
-    if not isinstance(raw, dict):
-        raise InvalidRequest("the body must be a JSON object")
+    raw = json_object(body, content_type)
     kind = raw.get("action")
     if kind not in ACTIONS:
         raise InvalidRequest("action must be cancel or reschedule", parameter="action")
@@ -88,13 +81,13 @@ def parse_action(body: bytes, content_type: str) -> Action:
         if not isinstance(refund, bool):
             raise InvalidRequest("refund must be true or false", parameter="refund")
         return Action(booking_id, kind, reason=reason.strip(), refund=refund)
-    start, end = _time(raw.get("start"), "start"), _time(raw.get("end"), "end")
+    start, end = parse_time(raw.get("start"), "start"), parse_time(raw.get("end"), "end")
     if end <= start:
         raise InvalidRequest("end must be after start", parameter="end")
     return Action(booking_id, kind, start=start, end=end)
 
 
-def _time(raw: Any, name: str) -> datetime:
+def parse_time(raw: Any, name: str) -> datetime:
     """ISO 8601 date and time; without an offset it is Buenos Aires wall-clock time."""
     value = None
     if isinstance(raw, str) and raw.isascii() and "T" in raw.upper() and len(raw) <= 40:

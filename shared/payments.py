@@ -7,26 +7,25 @@ read back from Mercado Pago with our access token. Webhooks are authenticated by
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from mercadopago.webhook import InvalidWebhookSignatureError, WebhookSignatureValidator
 
-from shared.bookings import Payment
+from shared.bookings import Payment, amount_of
 from shared.clients import http_session
 from shared.config import get_settings
 from shared.errors import (
     CredentialsRejected,
     InvalidRequest,
     Unauthenticated,
-    UnsupportedMediaType,
 )
 from shared.secrets import matching_secret, read_secret
 from shared.upstream import Deadline, Upstream, call
+from shared.web import json_object
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -54,22 +53,12 @@ def payment_from_api(raw: dict[str, Any]) -> Payment:
         status=str(raw.get("status") or ""),
         status_detail=str(raw.get("status_detail") or ""),
         external_reference=str(raw.get("external_reference") or ""),
-        amount=_amount(raw.get("transaction_amount")),
+        amount=amount_of(raw.get("transaction_amount")),
         currency=str(raw.get("currency_id") or ""),
         order_id=str(order.get("id") or ""),
         date_approved=raw.get("date_approved"),
-        amount_refunded=_amount(raw.get("transaction_amount_refunded")) or Decimal(0),
+        amount_refunded=amount_of(raw.get("transaction_amount_refunded")) or Decimal(0),
     )
-
-
-def _amount(raw: Any) -> Decimal | None:
-    if raw is None or isinstance(raw, bool):
-        return None
-    try:
-        value = Decimal(str(raw))
-    except InvalidOperation:
-        return None
-    return value if value.is_finite() else None
 
 
 @dataclass(frozen=True)
@@ -120,18 +109,7 @@ def parse_notification(
         return PaymentNotification(payment_id, "ipn", "ipn", headers.get("x-request-id", ""))
 
     _verify_signature(headers, args.get("data.id"), deadline, now)
-    payload: dict[str, Any] = {}
-    if body.strip():
-        if content_type.split(";")[0].strip().lower() != "application/json":
-            raise UnsupportedMediaType("notification body must be application/json")
-        try:
-            parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            # RecursionError: thousands of nested brackets fit in the body limit.
-            raise InvalidRequest("notification body is not valid JSON") from exc
-        if not isinstance(parsed, dict):
-            raise InvalidRequest("notification body must be a JSON object")
-        payload = parsed
+    payload = json_object(body, content_type) if body.strip() else {}
     kind = str(args.get("type") or payload.get("type") or "unknown")
     if kind != "payment":
         return IgnoredNotification(kind)

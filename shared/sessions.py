@@ -9,7 +9,6 @@ in Firestore under the session's guard, and the student joins the event with `If
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,9 +28,11 @@ from shared.bookings import (
 )
 from shared.calendar import calendar_api, cancel_event, ensure_session_event
 from shared.config import TIME_ZONE
-from shared.errors import Conflict, InvalidRequest, NotFound, UnsupportedMediaType
+from shared.errors import Conflict, InvalidRequest, NotFound
+from shared.lifecycle import parse_time
 from shared.payments import refund_payment
 from shared.upstream import Deadline
+from shared.web import json_object
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -92,14 +93,7 @@ class SessionAction:
 
 
 def parse_session_body(body: bytes, content_type: str) -> SessionRequest | SessionAction:
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise UnsupportedMediaType("send the session as application/json")
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidRequest("the body is not valid JSON") from exc
-    if not isinstance(raw, dict):
-        raise InvalidRequest("the body must be a JSON object")
+    raw = json_object(body, content_type)
     return _action(raw) if "action" in raw else _new_session(raw)
 
 
@@ -115,20 +109,8 @@ def _session_id(raw: Any, required: bool) -> str:
     return raw
 
 
-def _time(raw: Any, name: str) -> datetime:
-    value = None
-    if isinstance(raw, str) and raw.isascii() and "T" in raw.upper() and len(raw) <= 40:
-        try:
-            value = datetime.fromisoformat(raw)
-        except ValueError:
-            value = None
-    if value is None or not 2000 <= value.year <= 2200:
-        raise _field_error(name, "an ISO 8601 date and time, e.g. 2026-12-01T18:00:00-03:00")
-    return value.replace(tzinfo=_ZONE) if value.tzinfo is None else value.astimezone(_ZONE)
-
-
 def _times(raw: dict[str, Any]) -> tuple[datetime, datetime]:
-    start, end = _time(raw.get("start"), "start"), _time(raw.get("end"), "end")
+    start, end = parse_time(raw.get("start"), "start"), parse_time(raw.get("end"), "end")
     if not start < end <= start + timedelta(hours=12):
         raise _field_error("end", "after start, at most 12 hours later")
     return start, end

@@ -19,12 +19,14 @@ from flask import Request, Response
 
 from shared import logs
 from shared.errors import (
+    InvalidRequest,
     InvalidSettings,
     MethodNotAllowed,
     PayloadTooLarge,
     PlatformError,
     ReauthorizationRequired,
     RequestError,
+    UnsupportedMediaType,
     http_answer,
 )
 
@@ -33,6 +35,7 @@ __all__ = [
     "Handler",
     "answer_error",
     "endpoint",
+    "json_object",
     "json_response",
     "lower_headers",
     "read_body",
@@ -106,6 +109,22 @@ def endpoint(
 
 def _since(started: float) -> int:
     return round((time.monotonic() - started) * 1000)
+
+
+def json_object(body: bytes, content_type: str) -> dict[str, Any]:
+    """A request body that must be one JSON object; anything else is a 4xx naming why.
+
+    `RecursionError` too: thousands of nested brackets fit in any body limit.
+    """
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise UnsupportedMediaType("the body must be application/json")
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidRequest("the body is not valid JSON") from exc
+    if not isinstance(parsed, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return parsed
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

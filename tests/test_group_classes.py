@@ -51,21 +51,6 @@ def _seat(client: StackClient, session_id: str, n: int) -> tuple[str, Any]:
     return booking_id, client.create_payment(booking_id)["id"]
 
 
-def _event(client: StackClient, session_id: str) -> dict[str, Any]:
-    event: dict[str, Any] = (
-        client.calendar.events()
-        .get(calendarId=client.doc["calendar_id"], eventId=event_id_for_session(session_id))
-        .execute()
-    )
-    return event
-
-
-def _emails(client: StackClient, session_id: str) -> list[dict[str, Any]]:
-    base = client.doc["emulators"]["calendar"].split("/calendar/v3/")[0]
-    log = requests.get(f"{base}/_emulator/calendar/invitations", timeout=10).json()["log"]
-    return [i for i in log if i["eventId"] == event_id_for_session(session_id)]
-
-
 def test_a_session_has_one_event_with_meet_and_a_retry_gets_the_same(client: StackClient) -> None:
     first = _new_session(client, 10, sessionId="ses-guitarra")
     again = _sessions(
@@ -85,7 +70,7 @@ def test_a_session_has_one_event_with_meet_and_a_retry_gets_the_same(client: Sta
     assert again.json() == first
     assert first["meetLink"].startswith("https://meet.google.com/")
     assert (first["capacity"], first["seatsTaken"]) == (10, 0)
-    event = _event(client, "ses-guitarra")
+    event = client.event(event_id_for_session("ses-guitarra"))
     assert event["guestsCanSeeOtherGuests"] is False
     assert [a["email"] for a in event["attendees"]] == ["ana.gomez@example.com"]
 
@@ -101,7 +86,7 @@ def test_thirty_students_paying_at_once_all_get_in_once(client: StackClient) -> 
     for booking_id, payment_id in seats:  # Mercado Pago redelivers what was not a 2xx
         if client.booking(booking_id).get("status") != "scheduled":
             assert client.notify(payment_id)["status"] == 200
-    event = _event(client, session["sessionId"])
+    event = client.event(event_id_for_session(session["sessionId"]))
     assert len(event["attendees"]) == 31
     assert {client.booking(b)["status"] for b, _ in seats} == {"scheduled"}
     assert {client.booking(b)["meetLink"] for b, _ in seats} == {session["meetLink"]}
@@ -128,7 +113,7 @@ def test_a_payment_for_a_full_session_is_over_capacity_and_refunded_when_configu
     assert issue.get().exists
     client.webhook_deliveries(wait=1)  # the refund's own notification
     assert client.booking(last_booking)["paymentStatus"] == "refunded"
-    assert len(_event(client, session["sessionId"])["attendees"]) == 4
+    assert len(client.event(event_id_for_session(session["sessionId"]))["attendees"]) == 4
 
 
 def test_a_refunded_seat_leaves_alone_and_frees_its_place(client: StackClient) -> None:
@@ -136,16 +121,22 @@ def test_a_refunded_seat_leaves_alone_and_frees_its_place(client: StackClient) -
     seats = [_seat(client, session["sessionId"], n) for n in range(2)]
     for _, payment_id in seats:
         assert client.notify(payment_id)["status"] == 200
-    before = len(_emails(client, session["sessionId"]))
+    before = len(client.invitations(event_id_for_session(session["sessionId"])))
 
     client.refund_payment(seats[0][1])
     client.webhook_deliveries(wait=1)
 
-    attendees = [a["email"] for a in _event(client, session["sessionId"])["attendees"]]
+    attendees = [
+        a["email"] for a in client.event(event_id_for_session(session["sessionId"]))["attendees"]
+    ]
     assert "estudiante0@example.com" not in attendees
     assert "estudiante1@example.com" in attendees
     assert client.booking(seats[0][0])["status"] == "refunded"
-    emailed = {r for i in _emails(client, session["sessionId"])[before:] for r in i["recipients"]}
+    emailed = {
+        r
+        for i in client.invitations(event_id_for_session(session["sessionId"]))[before:]
+        for r in i["recipients"]
+    }
     assert "estudiante1@example.com" not in emailed
     listed = _sessions(client, method="GET").json()["sessions"]
     assert listed[0]["seatsTaken"] == 1
@@ -166,7 +157,7 @@ def test_cancelling_a_session_cancels_its_event_and_every_seat(client: StackClie
 
     assert answer.status_code == 200
     assert answer.json()["status"] == "cancelled"
-    assert _event(client, session["sessionId"])["status"] == "cancelled"
+    assert client.event(event_id_for_session(session["sessionId"]))["status"] == "cancelled"
     for booking_id, _ in seats:
         booking = client.booking(booking_id)
         assert (booking["status"], booking["refundStatus"]) == ("cancelled", "approved")
@@ -188,7 +179,7 @@ def test_moving_a_session_moves_its_one_event_and_every_booking(client: StackCli
     )
 
     assert answer.status_code == 200
-    event = _event(client, session["sessionId"])
+    event = client.event(event_id_for_session(session["sessionId"]))
     assert event["start"]["dateTime"].startswith("2026-12-11T18:00:00")
     assert event["hangoutLink"] == session["meetLink"]
     assert client.booking(booking_id)["start"] == "2026-12-11T18:00:00-03:00"

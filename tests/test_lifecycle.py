@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from typing import Any
 
 import pytest
 import requests
@@ -28,21 +27,6 @@ def _set_payment_status(client: StackClient, payment_id: object, status: str) ->
     ).raise_for_status()
 
 
-def _event(client: StackClient, booking_id: str) -> dict[str, Any]:
-    event: dict[str, Any] = (
-        client.calendar.events()
-        .get(calendarId=client.doc["calendar_id"], eventId=event_id_for_booking(booking_id))
-        .execute()
-    )
-    return event
-
-
-def _invitations(client: StackClient, booking_id: str) -> list[dict[str, Any]]:
-    base = client.doc["emulators"]["calendar"].split("/calendar/v3/")[0]
-    log = requests.get(f"{base}/_emulator/calendar/invitations", timeout=10).json()["log"]
-    return [i for i in log if i["eventId"] == event_id_for_booking(booking_id)]
-
-
 def test_a_refund_after_scheduling_cancels_the_class_and_tells_both_people(
     client: StackClient,
 ) -> None:
@@ -58,8 +42,10 @@ def test_a_refund_after_scheduling_cancels_the_class_and_tells_both_people(
     booking = client.booking(booking_id)
     assert (booking["status"], booking["calendarStatus"]) == ("refunded", "cancelled")
     assert booking["meetLink"] == meet_link  # kept for the record
-    assert _event(client, booking_id)["status"] == "cancelled"
-    cancellations = [i for i in _invitations(client, booking_id) if i["action"] == "cancel"]
+    assert client.event(event_id_for_booking(booking_id))["status"] == "cancelled"
+    cancellations = [
+        i for i in client.invitations(event_id_for_booking(booking_id)) if i["action"] == "cancel"
+    ]
     assert len(cancellations) == 1
     assert sorted(cancellations[0]["recipients"]) == [
         "ana.gomez@example.com",
@@ -82,7 +68,7 @@ def test_refund_during_event_creation_cancels_the_class(client: StackClient) -> 
     assert (approved["status"], refund["status"]) == (200, 200)
     assert client.booking(booking_id)["status"] == "refunded"
     assert client.events_for_booking(booking_id) == []  # no confirmed event is left
-    assert _event(client, booking_id)["status"] == "cancelled"
+    assert client.event(event_id_for_booking(booking_id))["status"] == "cancelled"
 
 
 def test_refund_while_reconcile_creates_the_event_cancels_the_class(
@@ -108,7 +94,7 @@ def test_refund_while_reconcile_creates_the_event_cancels_the_class(
     assert [o.outcome for o in outcomes] == ["settled_meanwhile"]
     assert client.booking(booking_id)["status"] == "refunded"
     assert client.events_for_booking(booking_id) == []
-    assert _event(client, booking_id)["status"] == "cancelled"
+    assert client.event(event_id_for_booking(booking_id))["status"] == "cancelled"
 
 
 def test_a_partial_refund_keeps_the_class_and_tells_admins(client: StackClient) -> None:

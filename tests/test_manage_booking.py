@@ -31,23 +31,6 @@ def _scheduled(client: StackClient, **overrides: Any) -> str:
     return booking_id
 
 
-def _event(client: StackClient, booking_id: str) -> dict[str, Any]:
-    event: dict[str, Any] = (
-        client.calendar.events()
-        .get(calendarId=client.doc["calendar_id"], eventId=event_id_for_booking(booking_id))
-        .execute()
-    )
-    return event
-
-
-def _emails(client: StackClient, booking_id: str, action: str) -> list[dict[str, Any]]:
-    base = client.doc["emulators"]["calendar"].split("/calendar/v3/")[0]
-    log = requests.get(f"{base}/_emulator/calendar/invitations", timeout=10).json()["log"]
-    return [
-        i for i in log if i["eventId"] == event_id_for_booking(booking_id) and i["action"] == action
-    ]
-
-
 def test_cancel_tells_both_people_once_and_answers_the_same_twice(client: StackClient) -> None:
     booking_id = _scheduled(client)
     request = {"bookingId": booking_id, "action": "cancel", "reason": "docente enferma"}
@@ -57,8 +40,8 @@ def test_cancel_tells_both_people_once_and_answers_the_same_twice(client: StackC
     assert first.status_code == second.status_code == 200
     assert first.json() == second.json()
     assert first.json()["status"] == "cancelled"
-    assert _event(client, booking_id)["status"] == "cancelled"
-    assert len(_emails(client, booking_id, "cancel")) == 1
+    assert client.event(event_id_for_booking(booking_id))["status"] == "cancelled"
+    assert len(client.invitations(event_id_for_booking(booking_id), "cancel")) == 1
     booking = client.booking(booking_id)
     assert booking["cancelReason"] == "docente enferma"
     assert booking["cancelledBy"] == "api-key"
@@ -103,10 +86,10 @@ def test_reschedule_moves_the_class_and_keeps_its_meet_link(client: StackClient)
     assert first.json() == second.json()
     assert first.json()["start"] == "2026-12-03T10:00:00-03:00"
     assert first.json()["meetLink"] == meet_link
-    event = _event(client, booking_id)
+    event = client.event(event_id_for_booking(booking_id))
     assert event["hangoutLink"] == meet_link
     assert event["start"]["dateTime"].startswith("2026-12-03T")
-    assert len(_emails(client, booking_id, "update")) == 1
+    assert len(client.invitations(event_id_for_booking(booking_id), "update")) == 1
     assert client.booking(booking_id)["start"] == "2026-12-03T10:00:00-03:00"
 
 
@@ -130,7 +113,7 @@ def test_an_overlapping_reschedule_is_refused_naming_the_other_class(client: Sta
     assert answer.status_code == 409
     assert "Física" in answer.json()["error"]["message"]
     assert client.booking(moved)["start"] == "2026-12-01T18:00:00-03:00"
-    assert _emails(client, moved, "update") == []
+    assert client.invitations(event_id_for_booking(moved), "update") == []
     assert client.booking(busy)["status"] == "scheduled"
 
 
