@@ -382,6 +382,7 @@ class Decision:
     session_fields: dict[str, Any] | None = None
     join_session: str = ""
     leave_session: str = ""
+    notice: dict[str, Any] | None = None
 
     def with_event(self, event: ClassEvent) -> Decision:
         """The event exists: the booking is scheduled with it (or cancelled, if it is)."""
@@ -794,7 +795,8 @@ def decide_leave(decision: Decision, session: Session | None) -> Decision:
         return replace(decision, leave_session="")
     seats = {k: v for k, v in session.seats.items() if k != booking.id}
     freed = {"seats": seats, "seatsTaken": len(seats), "updatedAt": SERVER_TIME}
-    return replace(decision, session_fields=freed, leave_session=session.id)
+    notice = _seat_notice("left", booking, session, "", "")
+    return replace(decision, session_fields=freed, leave_session=session.id, notice=notice)
 
 
 def decide_seat_joined(booking: Booking, session: Session, event: ClassEvent) -> Decision:
@@ -813,7 +815,34 @@ def decide_seat_joined(booking: Booking, session: Session, event: ClassEvent) ->
     }
     seat = {**session.seats[booking.id], "status": SeatStatus.JOINED.value}
     joined = {"seats": {**session.seats, booking.id: seat}, "updatedAt": SERVER_TIME}
-    return Decision("scheduled", booking, fields, event=event, session_fields=joined)
+    return Decision(
+        "scheduled",
+        booking,
+        fields,
+        event=event,
+        session_fields=joined,
+        notice=_seat_notice("joined", booking, session, event.meet_link, event.html_link),
+    )
+
+
+def _seat_notice(
+    kind: str, booking: Booking, session: Session, meet_link: str, html_link: str
+) -> dict[str, Any]:
+    """What the platform's mailer tells the one student who joined or left a session: Google
+    cannot email only them (docs/calendar-invitations.md), so seat changes email nobody."""
+    return {
+        "kind": kind,
+        "bookingId": booking.id,
+        "sessionId": session.id,
+        "email": booking.student.email,
+        "name": booking.student.name,
+        "title": session.title,
+        "start": session.start_raw,
+        "end": session.end_raw,
+        "meetLink": meet_link or None,
+        "htmlLink": html_link or None,
+        "createdAt": SERVER_TIME,
+    }
 
 
 # -- what an admin's action means for a booking ------------------------------------------------

@@ -56,9 +56,11 @@ __all__ = [
 ]
 
 MEET = "hangoutsMeet"
-SEAT_SEND_UPDATES = "all"
-"""sendUpdates when a seat's student joins or leaves a session's event (see
-docs/calendar-invitations.md for who Google emails)."""
+SEAT_SEND_UPDATES = "none"
+"""sendUpdates when a seat's student joins or leaves a session's event. Google has no way
+to email only that student: `all` would email every enrolled student each time (and burn
+the external-invitation limit in a burst), so nobody is emailed and the platform's mailer
+tells the one student (`seat_notices`). See docs/calendar-invitations.md."""
 
 
 def _event_body(

@@ -120,7 +120,13 @@ def apply_action(action: Action, admin: str, deadline: Deadline) -> dict[str, An
             decision = decision.with_moved(move_event(booking, *decision.move_to, deadline))
         if decision.fields or decision.session_fields:
             store.commit_booking(
-                read, decision.fields or {}, "", deadline, session, decision.session_fields
+                read,
+                decision.fields or {},
+                "",
+                deadline,
+                session,
+                decision.session_fields,
+                decision.notice,
             )
         state = {**read.data, **_plain(decision.fields)}
         if decision.refund:

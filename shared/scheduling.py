@@ -216,6 +216,7 @@ def write_decision(
             deadline,
             session,
             decision.session_fields,
+            decision.notice,
         )
 
 

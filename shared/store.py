@@ -92,6 +92,8 @@ PAYMENT_ISSUES = "payment_issues"
 """`payment_issues/{paymentId}-{kind}`: what admins must look at."""
 CLASS_SESSIONS = "class_sessions"
 """`class_sessions/{sessionId}`: group classes, their one event and their seats."""
+SEAT_NOTICES = "seat_notices"
+"""`seat_notices/{bookingId}-{joined|left}`: the email the platform's mailer owes one student."""
 RECONCILE_RUNS = "reconcile_runs"
 """`reconcile_runs/latest`: the counts of the last sweep."""
 CALENDAR_CHANGES = "calendar_changes"
@@ -333,6 +335,7 @@ def commit_booking(
     deadline: Deadline,
     session: SessionRead | None = None,
     session_fields: dict[str, Any] | None = None,
+    notice: dict[str, Any] | None = None,
 ) -> None:
     """One atomic commit, valid only if nobody wrote the booking since `read` (nor its
     session since `session`, when its seats change too); with `claim_payment`, the
@@ -347,6 +350,9 @@ def commit_booking(
         batch.update(
             session.snapshot.reference, _values(session_fields), option=_guard(session.snapshot)
         )
+    if notice:
+        notice_id = f"{read.booking_id}-{notice['kind']}"
+        batch.set(firestore_client().collection(SEAT_NOTICES).document(notice_id), _values(notice))
     if claim_payment:
         claim = {"bookingId": read.booking_id, "createdAt": firestore.SERVER_TIMESTAMP}
         batch.create(_claim_ref(claim_payment), claim)
