@@ -16,6 +16,28 @@ accepted by `check_access_token`, else 401; read methods of a calendar (`events.
 `events.get`, `calendars.get`) also accept an API key alone (`key=`), as Google does for
 calendars made public (every calendar counts as public here; the key's value is not checked).
 
+What group classes and enrollment bursts rely on, as Google documents it:
+
+- Every event carries an `etag` that changes with every modification. `events.patch`,
+  `events.update` and `events.delete` with `If-Match: <etag>` answer 412 `conditionNotMet`
+  when the event changed since; `events.get` with `If-None-Match: <etag>` answers 304 (no
+  body) while it has not. googleapiclient sends them when set on the request object
+  (`request.headers["If-Match"] = etag`). Inserts have no conditional form.
+- `events.patch` replaces any array it is given whole (`attendees` included) and merges
+  objects; `null` removes a field.
+- `guestsCanSeeOtherGuests` is stored and returned; the organizer's copy, the only one served
+  here, always lists every attendee.
+- `sendUpdates` decides who is emailed; each email is logged with its kind: `invitation` for
+  a guest who is new to the event, `update` for a guest who stays on an event that changed,
+  `cancel` for a guest who was removed or whose event was cancelled or deleted. `all` emails
+  every guest, `externalOnly` the guests who do not use Google Calendar (here: addresses
+  outside gmail.com, googlemail.com, google.com and the organizer's domain), `none` (the
+  default) nobody. The organizer is never emailed.
+- A token of a service account acting as itself (its email is `...gserviceaccount.com`;
+  with domain-wide delegation `token_email` names the impersonated user instead) may not
+  add attendees: 403 `forbiddenForServiceAccounts`.
+- Usage limits are off until `/_emulator/calendar/quota` turns them on.
+
 Control routes (never part of the emulated API; the shared ones are in `_base.py`):
 
 - `POST /_emulator/calendar/conference` {"pendingGets": 2, "statusCode": "success"}:
@@ -29,14 +51,33 @@ Control routes (never part of the emulated API; the shared ones are in `_base.py
   (`status` is the receiver's HTTP status, null when it could not be reached).
   `?wait=1` first waits (up to 5 s) until every queued delivery was attempted.
 - `GET /_emulator/calendar/channels`: active channels.
-- `GET /_emulator/calendar/invitations`: invitations "sent" because of `sendUpdates`
-  {"total": n, "log": [{"calendarId", "eventId", "action", "sendUpdates", "recipients"}]}.
+- `GET /_emulator/calendar/invitations`: the emails `sendUpdates` "sent", one entry per API
+  call that sent any: {"total": <emails>, "log": [{"calendarId", "eventId", "action"
+  ("insert", "update", "cancel" or "delete"), "sendUpdates", "recipients": [email, ...],
+  "emails": [{"to": email, "kind": "invitation" | "update" | "cancel"}, ...],
+  "guestsCanSeeOtherGuests": bool}]}.
 - `POST /_emulator/calendar/forbid` {"calendarId", "email"}: the account `email` (every
   account when empty) can no longer see the calendar: its bearer calls on it answer 404
   `notFound`, as Google answers for a calendar not shared with the account. Needs the
   `token_email` lookup (the OAuth emulator's) to know whose token a call carries.
+- `POST /_emulator/calendar/quota` turns usage limits on, replacing the settings and clearing
+  the counters; every key is optional: {"requestsPerMinute": 300 (per user; null: no
+  limit), "requestWindowSeconds": 60, "rateLimitStatus": 403 | 429, "rateLimitReason":
+  "rateLimitExceeded" | "userRateLimitExceeded" (403 only), "invitationsPerWindow": 50
+  (emails to external guests per calendar; null: no limit), "invitationWindowSeconds": 60,
+  "limitedForSeconds": 60 (default: the invitation window), "readOnlyWhenLimited": false
+  (true: a limited calendar refuses every write, not only those that email external
+  guests), "internalDomains": ["example.edu"] (besides the organizer's own domain)}.
+  Past `requestsPerMinute` a user's calls answer `rateLimitStatus`/`rateLimitReason`;
+  a call that would take a calendar past `invitationsPerWindow` answers 403 `quotaExceeded`
+  and leaves the calendar limited for `limitedForSeconds`, during which every call that
+  would email an external guest answers the same. Refused calls change nothing and are not
+  counted. `GET` shows {"settings", "requests": {user: n}, "externalEmails": {calendarId:
+  n}, "limited": {calendarId: seconds left}, "rejected": {reason: n}}; `DELETE` turns the
+  limits off and clears the counters.
 - `POST /_emulator/calendar/reset`: drops every event, channel, delivery, invitation and
-  forbidden calendar, restores the conference setting and expires every sync token.
+  forbidden calendar, restores the conference setting, turns usage limits off (counters
+  cleared) and expires every sync token.
 """
 
 from __future__ import annotations
@@ -53,6 +94,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,6 +105,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import googleapiclient
 from flask import Response, request
 from werkzeug.datastructures import MultiDict
+from werkzeug.http import parse_etags, unquote_etag
 
 from emulators._base import EmulatorApp, json_response
 
@@ -114,6 +157,11 @@ _CANONICAL_MESSAGES = {
     "rateLimitExceeded": "Rate Limit Exceeded",
     "userRateLimitExceeded": "User Rate Limit Exceeded",
     "quotaExceeded": "Calendar usage limits exceeded.",
+    "conditionNotMet": "Precondition Failed",
+    # Not in Google's errors guide; the body public clients quote when they meet it.
+    "forbiddenForServiceAccounts": (
+        "Service accounts cannot invite attendees without Domain-Wide Delegation of Authority."
+    ),
     "backendError": "Backend Error",
     "internalError": "Internal Error",
     "notFound": "Not Found",
@@ -122,7 +170,11 @@ _CANONICAL_MESSAGES = {
 _USAGE_LIMIT_REASONS = frozenset(
     {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "dailyLimitExceeded"}
 )
-_CALENDAR_REASONS = frozenset({"timeRangeEmpty", "fullSyncRequired", "requiredAccessLevel"})
+_CALENDAR_REASONS = frozenset(
+    {"timeRangeEmpty", "fullSyncRequired", "requiredAccessLevel", "forbiddenForServiceAccounts"}
+)
+# Guests at these domains use Google Calendar: `sendUpdates=externalOnly` skips them.
+GOOGLE_CALENDAR_DOMAINS = frozenset({"gmail.com", "googlemail.com", "google.com"})
 
 
 def error_body(
@@ -190,6 +242,11 @@ class CalendarError(Exception):
 
 def _bad(message: str, location: str | None = None, reason: str = "invalid") -> CalendarError:
     return CalendarError(400, reason, message, location=location)
+
+
+def _google(status: int, reason: str, **kw: Any) -> CalendarError:
+    """An error worded exactly as Google words it (see `_CANONICAL_MESSAGES`)."""
+    return CalendarError(status, reason, _CANONICAL_MESSAGES[reason], **kw)
 
 
 # -- discovery ----------------------------------------------------------------------------
@@ -409,6 +466,16 @@ def _decode_token(prefix: str, token: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def etag_listed(header: str, etag: str, *, weak: bool) -> bool:
+    """Whether an If-Match (strong comparison) or If-None-Match (weak) header names `etag`.
+
+    `*` names any existing resource, as in HTTP.
+    """
+    tags = parse_etags(header)
+    value, _ = unquote_etag(etag)
+    return tags.contains_weak(value) if weak else tags.contains(value)
+
+
 def _calendar_hash(calendar_id: str) -> str:
     return hashlib.sha256(calendar_id.encode()).hexdigest()[:12]
 
@@ -418,6 +485,231 @@ def meet_code(seed: str) -> str:
     digest = hashlib.sha256(seed.encode()).digest()
     letters = "".join(chr(ord("a") + b % 26) for b in digest[:10])
     return f"{letters[:3]}-{letters[3:7]}-{letters[7:10]}"
+
+
+# -- callers and usage limits ---------------------------------------------------------
+
+
+def _domain(email: str) -> str:
+    return email.rpartition("@")[2].lower()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a call comes from, as far as the bearer token tells.
+
+    `email` is what `token_email` answers: the account, or with domain-wide delegation the
+    user a service account acts as. That is how Google tells them apart too: a service
+    account acting as itself is an `...gserviceaccount.com` principal.
+    """
+
+    key: str  # the per-user quota bucket
+    email: str | None = None
+
+    @property
+    def undelegated_service_account(self) -> bool:
+        domain = _domain(self.email or "")
+        return domain == "gserviceaccount.com" or domain.endswith(".gserviceaccount.com")
+
+
+def _seconds(raw: dict[str, Any], name: str, default: float | None) -> float | None:
+    value = raw.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{name}: a positive number of seconds")
+    return float(value)
+
+
+def _count(raw: dict[str, Any], name: str) -> int | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name}: a non-negative integer or null")
+    return value
+
+
+@dataclass(frozen=True)
+class QuotaSettings:
+    """The usage limits in force; the defaults limit nothing (quota mode off)."""
+
+    requests_per_minute: int | None = None
+    request_window_s: float = 60.0
+    rate_limit_status: int = 403
+    rate_limit_reason: str = "rateLimitExceeded"
+    invitations_per_window: int | None = None
+    invitation_window_s: float = 60.0
+    limited_for_s: float | None = None  # None: as long as the invitation window
+    read_only_when_limited: bool = False
+    internal_domains: tuple[str, ...] = ()
+
+    _KEYS = frozenset(
+        {
+            "requestsPerMinute",
+            "requestWindowSeconds",
+            "rateLimitStatus",
+            "rateLimitReason",
+            "invitationsPerWindow",
+            "invitationWindowSeconds",
+            "limitedForSeconds",
+            "readOnlyWhenLimited",
+            "internalDomains",
+        }
+    )
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> QuotaSettings:
+        """Validates a control-route body; ValueError says what is wrong."""
+        unknown = sorted(set(raw) - cls._KEYS)
+        if unknown:
+            raise ValueError(f"unknown keys: {', '.join(unknown)}")
+        status = raw.get("rateLimitStatus", 403)
+        reason = raw.get("rateLimitReason", "rateLimitExceeded")
+        # Google's errors guide: rateLimitExceeded comes as 403 or 429,
+        # userRateLimitExceeded as 403 only.
+        if (status, reason) not in {
+            (403, "rateLimitExceeded"),
+            (429, "rateLimitExceeded"),
+            (403, "userRateLimitExceeded"),
+        }:
+            raise ValueError(
+                "rateLimitStatus/rateLimitReason: 403 or 429 with rateLimitExceeded, "
+                "403 with userRateLimitExceeded"
+            )
+        domains = raw.get("internalDomains", [])
+        if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
+            raise ValueError("internalDomains: a list of domains")
+        read_only = raw.get("readOnlyWhenLimited", False)
+        if not isinstance(read_only, bool):
+            raise ValueError("readOnlyWhenLimited: true or false")
+        return cls(
+            requests_per_minute=_count(raw, "requestsPerMinute"),
+            request_window_s=_seconds(raw, "requestWindowSeconds", 60.0) or 60.0,
+            rate_limit_status=int(status),
+            rate_limit_reason=str(reason),
+            invitations_per_window=_count(raw, "invitationsPerWindow"),
+            invitation_window_s=_seconds(raw, "invitationWindowSeconds", 60.0) or 60.0,
+            limited_for_s=_seconds(raw, "limitedForSeconds", None),
+            read_only_when_limited=read_only,
+            internal_domains=tuple(d.lower() for d in domains),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requestsPerMinute": self.requests_per_minute,
+            "requestWindowSeconds": self.request_window_s,
+            "rateLimitStatus": self.rate_limit_status,
+            "rateLimitReason": self.rate_limit_reason,
+            "invitationsPerWindow": self.invitations_per_window,
+            "invitationWindowSeconds": self.invitation_window_s,
+            "limitedForSeconds": self.limited_for_s,
+            "readOnlyWhenLimited": self.read_only_when_limited,
+            "internalDomains": list(self.internal_domains),
+        }
+
+
+class Quota:
+    """Sliding-window counters behind the usage limits; thread-safe, off until configured.
+
+    Why sliding windows: Google computes its per-minute quotas that way, so a burst is
+    refused until enough of it has aged out, not until the clock turns a minute.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.settings = QuotaSettings()
+        self._requests: dict[str, deque[float]] = {}
+        self._emails: dict[str, deque[tuple[float, int]]] = {}
+        self._limited_until: dict[str, float] = {}
+        self._rejected: Counter[str] = Counter()
+
+    def configure(self, settings: QuotaSettings) -> None:
+        """New settings, fresh counters."""
+        with self._lock:
+            self.settings = settings
+            self._requests.clear()
+            self._emails.clear()
+            self._limited_until.clear()
+            self._rejected.clear()
+
+    def reset(self) -> None:
+        self.configure(QuotaSettings())
+
+    def is_external(self, email: str, organizer: str) -> bool:
+        """Outside the organizer's domain (and the configured internal ones)."""
+        domain = _domain(email)
+        return domain != _domain(organizer) and domain not in self.settings.internal_domains
+
+    def note_rejection(self, reason: str) -> None:
+        with self._lock:
+            self._rejected[reason] += 1
+
+    def admit_request(self, user: str) -> None:
+        """Counts one API call of `user`; raises the rate-limit error past the limit."""
+        with self._lock:
+            limit = self.settings.requests_per_minute
+            if limit is None:
+                return
+            now = self._clock()
+            window = self._requests.setdefault(user, deque())
+            while window and window[0] <= now - self.settings.request_window_s:
+                window.popleft()
+            if len(window) >= limit:
+                self._rejected[self.settings.rate_limit_reason] += 1
+                raise _google(self.settings.rate_limit_status, self.settings.rate_limit_reason)
+            window.append(now)
+
+    def charge_emails(self, calendar_id: str, external: int) -> None:
+        """Accounts a write that emails `external` external guests, or refuses it.
+
+        Called before the write commits, so a refused call changes nothing.
+        """
+        with self._lock:
+            settings = self.settings
+            now = self._clock()
+            limited = self._limited_until.get(calendar_id, 0.0) > now
+            if limited and (external or settings.read_only_when_limited):
+                self._rejected["quotaExceeded"] += 1
+                raise _google(403, "quotaExceeded")
+            if not external:
+                return
+            sent = self._emails.setdefault(calendar_id, deque())
+            while sent and sent[0][0] <= now - settings.invitation_window_s:
+                sent.popleft()
+            limit = settings.invitations_per_window
+            if limit is not None and sum(n for _, n in sent) + external > limit:
+                hold = settings.limited_for_s or settings.invitation_window_s
+                self._limited_until[calendar_id] = now + hold
+                self._rejected["quotaExceeded"] += 1
+                raise _google(403, "quotaExceeded")
+            sent.append((now, external))
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            now = self._clock()
+            settings = self.settings
+            requests = {
+                user: sum(1 for t in window if t > now - settings.request_window_s)
+                for user, window in self._requests.items()
+            }
+            emails = {
+                cal: sum(n for t, n in sent if t > now - settings.invitation_window_s)
+                for cal, sent in self._emails.items()
+            }
+            limited = {
+                cal: round(until - now, 3)
+                for cal, until in self._limited_until.items()
+                if until > now
+            }
+            return {
+                "settings": settings.to_json(),
+                "requests": {k: v for k, v in requests.items() if v},
+                "externalEmails": {k: v for k, v in emails.items() if v},
+                "limited": limited,
+                "rejected": dict(self._rejected),
+            }
 
 
 # -- store --------------------------------------------------------------------------------
@@ -581,6 +873,7 @@ class CalendarStore:
         self.conference = ConferenceSettings()
         self.invitations: list[dict[str, Any]] = []
         self._forbidden: set[tuple[str, str]] = set()
+        self.quota = Quota()
 
     # -- controls ---------------------------------------------------------------------------
     def reset(self) -> None:
@@ -591,6 +884,7 @@ class CalendarStore:
             self._epoch += 1
             self.conference = ConferenceSettings()
             self.invitations.clear()
+            self.quota.reset()
         self.notifier.wait_idle(1.0)
         self.notifier.clear_log()
 
@@ -620,7 +914,12 @@ class CalendarStore:
 
     # -- events -----------------------------------------------------------------------------
     def insert_event(
-        self, calendar_id: str, body: dict[str, Any], params: dict[str, Any]
+        self,
+        calendar_id: str,
+        body: dict[str, Any],
+        params: dict[str, Any],
+        *,
+        caller: Caller | None = None,
     ) -> dict[str, Any]:
         event_id = body.get("id")
         if event_id is not None:
@@ -650,9 +949,10 @@ class CalendarStore:
             record = _Record(calendar_id, event, next(self._order), 0, now, now)
             self._apply_writable(record, body, replace=True)
             self._apply_conference(record, body, params, replace=False)
+            emails = self._admit_write(None, record, params, caller)
             self._commit(record, now)
             cal[event_id] = record
-            self._invite(record, "insert", params)
+            self._log_emails(record, "insert", params, emails)
             self._notify(calendar_id)
             return self._render(record)
 
@@ -676,10 +976,13 @@ class CalendarStore:
         params: dict[str, Any],
         *,
         replace: bool,
+        if_match: str | None = None,
+        caller: Caller | None = None,
     ) -> dict[str, Any]:
         """events.patch (`replace=False`, merge) and events.update (`replace=True`)."""
         with self._lock:
             stored = self._find(calendar_id, event_id)
+            self._check_if_match(stored, if_match)
             # work on a copy so a rejected change leaves the stored event untouched
             record = dataclasses.replace(stored, event=json.loads(json.dumps(stored.event)))
             old_start, old_end = record.start_at, record.end_at
@@ -688,21 +991,34 @@ class CalendarStore:
             self._apply_conference(record, body, params, replace=replace)
             if (record.start_at, record.end_at) != (old_start, old_end):
                 record.event["sequence"] = int(record.event.get("sequence", 0)) + 1
+            emails = self._admit_write(stored.event, record, params, caller)
             self._commit(record, now_utc())
             self._events[calendar_id][event_id] = record
             cancelled = not was_cancelled and record.event.get("status") == "cancelled"
-            self._invite(record, "cancel" if cancelled else "update", params)
+            self._log_emails(record, "cancel" if cancelled else "update", params, emails)
             self._notify(calendar_id)
             return self._render(record)
 
-    def delete_event(self, calendar_id: str, event_id: str, params: dict[str, Any]) -> None:
+    def delete_event(
+        self,
+        calendar_id: str,
+        event_id: str,
+        params: dict[str, Any],
+        *,
+        if_match: str | None = None,
+        caller: Caller | None = None,
+    ) -> None:
         with self._lock:
-            record = self._find(calendar_id, event_id)
-            if record.event["status"] == "cancelled":
+            stored = self._find(calendar_id, event_id)
+            self._check_if_match(stored, if_match)
+            if stored.event["status"] == "cancelled":
                 raise CalendarError(410, "deleted", "Resource has been deleted")
+            record = dataclasses.replace(stored, event=json.loads(json.dumps(stored.event)))
             record.event["status"] = "cancelled"
+            emails = self._admit_write(stored.event, record, params, caller)
             self._commit(record, now_utc())
-            self._invite(record, "delete", params)
+            self._events[calendar_id][event_id] = record
+            self._log_emails(record, "delete", params, emails)
             self._notify(calendar_id)
 
     def list_events(self, calendar_id: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -1177,32 +1493,112 @@ class CalendarStore:
         ]
         record.event["hangoutLink"] = uri
 
-    def _invite(self, record: _Record, action: str, params: dict[str, Any]) -> None:
-        mode = params.get("sendUpdates") or ("all" if params.get("sendNotifications") else "none")
+    @staticmethod
+    def _check_if_match(record: _Record, if_match: str | None) -> None:
+        """Conditional modification: 412 unless `If-Match` names the current etag."""
+        if if_match is not None and not etag_listed(if_match, record.event["etag"], weak=False):
+            raise _google(412, "conditionNotMet", location="If-Match", location_type="header")
+
+    def _admit_write(
+        self,
+        before: dict[str, Any] | None,
+        record: _Record,
+        params: dict[str, Any],
+        caller: Caller | None,
+    ) -> list[dict[str, str]]:
+        """Runs the checks a write passes before it commits; returns the emails it sends.
+
+        A service account acting as itself may not add attendees (Google's Event reference:
+        populating attendees needs domain-wide delegation), and the emails to external
+        guests are charged to the calendar's usage limits.
+        """
+        if caller is not None and caller.undelegated_service_account:
+            had = {a["email"].lower() for a in (before or {}).get("attendees", [])}
+            if any(a["email"].lower() not in had for a in record.event.get("attendees", [])):
+                self.quota.note_rejection("forbiddenForServiceAccounts")
+                raise _google(403, "forbiddenForServiceAccounts")
+        emails = self._emails(record.calendar_id, before, record.event, params)
+        organizer = self.calendar_email(record.calendar_id)
+        external = sum(1 for e in emails if self.quota.is_external(e["to"], organizer))
+        self.quota.charge_emails(record.calendar_id, external)
+        return emails
+
+    def _emails(
+        self,
+        calendar_id: str,
+        before: dict[str, Any] | None,
+        after: dict[str, Any],
+        params: dict[str, Any],
+    ) -> list[dict[str, str]]:
+        """Who a write emails, and what: the guests' view of the change, filtered by mode.
+
+        A guest new to the event gets an invitation, one who stays gets an update when the
+        event changed, one who leaves (removed, or the event cancelled) a cancellation.
+        """
+        mode = _send_mode(params)
         if mode == "none":
+            return []
+        organizer = self.calendar_email(calendar_id)
+
+        def guests(event: dict[str, Any] | None) -> dict[str, str]:
+            if event is None or event.get("status") == "cancelled":
+                return {}
+            return {
+                a["email"].lower(): a["email"]
+                for a in event.get("attendees", [])
+                if not a.get("self")
+                and not a.get("organizer")
+                and a["email"].lower() != organizer.lower()
+            }
+
+        old, new = guests(before), guests(after)
+        changed = before is not None and _content(before) != _content(after)
+        emails = [
+            {"to": email, "kind": "invitation" if key not in old else "update"}
+            for key, email in new.items()
+            if key not in old or changed
+        ] + [{"to": email, "kind": "cancel"} for key, email in old.items() if key not in new]
+        if mode == "externalOnly":
+            emails = [e for e in emails if not self._uses_google_calendar(e["to"], organizer)]
+        return emails
+
+    @staticmethod
+    def _uses_google_calendar(email: str, organizer: str) -> bool:
+        """The emulator's guess: consumer Google accounts and the organizer's own domain."""
+        domain = _domain(email)
+        return domain in GOOGLE_CALENDAR_DOMAINS or domain == _domain(organizer)
+
+    def _log_emails(
+        self, record: _Record, action: str, params: dict[str, Any], emails: list[dict[str, str]]
+    ) -> None:
+        if not emails:
             return
-        recipients = [
-            a["email"]
-            for a in record.event.get("attendees", [])
-            if not a.get("self")
-            and not a.get("organizer")
-            and (mode == "all" or not a["email"].lower().endswith(("@gmail.com", "@google.com")))
-        ]
-        if recipients:
-            self.invitations.append(
-                {
-                    "calendarId": record.calendar_id,
-                    "eventId": record.event["id"],
-                    "action": action,
-                    "sendUpdates": mode,
-                    "recipients": recipients,
-                }
-            )
+        self.invitations.append(
+            {
+                "calendarId": record.calendar_id,
+                "eventId": record.event["id"],
+                "action": action,
+                "sendUpdates": _send_mode(params),
+                "recipients": [e["to"] for e in emails],
+                "emails": emails,
+                "guestsCanSeeOtherGuests": record.event.get("guestsCanSeeOtherGuests", True),
+            }
+        )
 
     @staticmethod
     def _render(record: _Record) -> dict[str, Any]:
         copied: dict[str, Any] = json.loads(json.dumps(record.event))
         return copied  # a deep copy: callers never share state with the store
+
+
+def _send_mode(params: dict[str, Any]) -> str:
+    """`sendUpdates`, or the deprecated boolean `sendNotifications`; Google's default: none."""
+    return str(params.get("sendUpdates") or ("all" if params.get("sendNotifications") else "none"))
+
+
+def _content(event: dict[str, Any]) -> dict[str, Any]:
+    """The event minus the stamps every write changes: what guests could see change."""
+    return {k: v for k, v in event.items() if k not in ("etag", "updated")}
 
 
 def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -1220,7 +1616,7 @@ def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 # -- HTTP ---------------------------------------------------------------------------------
 
-Handler = Callable[[dict[str, str], dict[str, Any]], Response]
+Handler = Callable[[dict[str, str], dict[str, Any], Caller], Response]
 
 
 class CalendarEmulator:
@@ -1277,14 +1673,16 @@ class CalendarEmulator:
         def view(**path_params: str) -> Response:
             try:
                 self._authenticate(spec)
-                self._check_calendar_access(path_params.get("calendarId"))
+                caller = self._caller()
+                self.store.quota.admit_request(caller.key)
+                self._check_calendar_access(path_params.get("calendarId"), caller)
                 params = validate_query(spec, self.global_params, request.args)
                 handler = self._handlers.get(spec.id)
                 if handler is None:
                     raise CalendarError(
                         501, "notImplemented", f"{spec.id} is not implemented by the emulator."
                     )
-                return handler(path_params, params)
+                return handler(path_params, params, caller)
             except CalendarError as exc:
                 return exc.response()
 
@@ -1318,13 +1716,22 @@ class CalendarEmulator:
                 location_type="header",
             )
 
-    def _check_calendar_access(self, calendar_id: str | None) -> None:
-        """404 on a calendar forbidden to the account behind the bearer token."""
+    def _caller(self) -> Caller:
+        """Who an authenticated call comes from: its account, else its token or its key."""
         _, _, token = request.headers.get("Authorization", "").partition(" ")
-        if calendar_id is None or not token.strip():
+        token = token.strip()
+        if not token:
+            return Caller(key="apiKey")
+        email = self.token_email(token) if self.token_email else None
+        if email:
+            return Caller(key=email.lower(), email=email)
+        return Caller(key="token:" + hashlib.sha256(token.encode()).hexdigest()[:12])
+
+    def _check_calendar_access(self, calendar_id: str | None, caller: Caller) -> None:
+        """404 on a calendar forbidden to the account behind the bearer token."""
+        if calendar_id is None or caller.key == "apiKey":
             return
-        email = self.token_email(token.strip()) if self.token_email else None
-        if self.store.forbidden(calendar_id, email or ""):
+        if self.store.forbidden(calendar_id, caller.email or ""):
             raise CalendarError(404, "notFound", "Not Found")
 
     @staticmethod
@@ -1341,44 +1748,80 @@ class CalendarEmulator:
         return body
 
     # -- API handlers -----------------------------------------------------------------------
-    def _events_insert(self, path: dict[str, str], params: dict[str, Any]) -> Response:
-        return json_response(self.store.insert_event(path["calendarId"], self._body(), params))
+    def _events_insert(
+        self, path: dict[str, str], params: dict[str, Any], caller: Caller
+    ) -> Response:
+        event = self.store.insert_event(path["calendarId"], self._body(), params, caller=caller)
+        return json_response(event, headers={"ETag": event["etag"]})
 
-    def _events_get(self, path: dict[str, str], params: dict[str, Any]) -> Response:
+    def _events_get(self, path: dict[str, str], params: dict[str, Any], caller: Caller) -> Response:
         if "timeZone" in params:
             _zone(params["timeZone"], "request")
-        return json_response(self.store.get_event(path["calendarId"], path["eventId"]))
+        event = self.store.get_event(path["calendarId"], path["eventId"])
+        # Conditional retrieval, judged after the read: a get may itself finish a conference.
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match is not None and etag_listed(if_none_match, event["etag"], weak=True):
+            return Response(status=304, headers={"ETag": event["etag"]})
+        return json_response(event, headers={"ETag": event["etag"]})
 
-    def _events_patch(self, path: dict[str, str], params: dict[str, Any]) -> Response:
+    def _events_patch(
+        self, path: dict[str, str], params: dict[str, Any], caller: Caller
+    ) -> Response:
+        return self._modify(path, params, caller, replace=False)
+
+    def _events_update(
+        self, path: dict[str, str], params: dict[str, Any], caller: Caller
+    ) -> Response:
+        return self._modify(path, params, caller, replace=True)
+
+    def _modify(
+        self, path: dict[str, str], params: dict[str, Any], caller: Caller, *, replace: bool
+    ) -> Response:
         event = self.store.modify_event(
-            path["calendarId"], path["eventId"], self._body(), params, replace=False
+            path["calendarId"],
+            path["eventId"],
+            self._body(),
+            params,
+            replace=replace,
+            if_match=request.headers.get("If-Match"),
+            caller=caller,
         )
-        return json_response(event)
+        return json_response(event, headers={"ETag": event["etag"]})
 
-    def _events_update(self, path: dict[str, str], params: dict[str, Any]) -> Response:
-        event = self.store.modify_event(
-            path["calendarId"], path["eventId"], self._body(), params, replace=True
+    def _events_delete(
+        self, path: dict[str, str], params: dict[str, Any], caller: Caller
+    ) -> Response:
+        self.store.delete_event(
+            path["calendarId"],
+            path["eventId"],
+            params,
+            if_match=request.headers.get("If-Match"),
+            caller=caller,
         )
-        return json_response(event)
-
-    def _events_delete(self, path: dict[str, str], params: dict[str, Any]) -> Response:
-        self.store.delete_event(path["calendarId"], path["eventId"], params)
         return Response(status=204)
 
-    def _events_list(self, path: dict[str, str], params: dict[str, Any]) -> Response:
+    def _events_list(
+        self, path: dict[str, str], params: dict[str, Any], caller: Caller
+    ) -> Response:
         if "timeZone" in params:
             _zone(params["timeZone"], "request")
         return json_response(self.store.list_events(path["calendarId"], params))
 
-    def _events_watch(self, path: dict[str, str], params: dict[str, Any]) -> Response:
+    def _events_watch(
+        self, path: dict[str, str], params: dict[str, Any], caller: Caller
+    ) -> Response:
         base_url = request.host_url.rstrip("/") + API_PREFIX
         return json_response(self.store.watch(path["calendarId"], self._body(), base_url))
 
-    def _channels_stop(self, path: dict[str, str], params: dict[str, Any]) -> Response:
+    def _channels_stop(
+        self, path: dict[str, str], params: dict[str, Any], caller: Caller
+    ) -> Response:
         self.store.stop_channel(self._body())
         return Response(status=204)
 
-    def _calendars_get(self, path: dict[str, str], params: dict[str, Any]) -> Response:
+    def _calendars_get(
+        self, path: dict[str, str], params: dict[str, Any], caller: Caller
+    ) -> Response:
         cal_id = path["calendarId"]
         email_id = self.store.calendar_email(cal_id)
         return json_response(
@@ -1439,6 +1882,20 @@ class CalendarEmulator:
             self.store.forbid(str(raw["calendarId"]), str(raw.get("email") or ""))
             return json_response({})
 
+        @flask_app.route(prefix + "/quota", methods=["GET", "POST", "DELETE"])
+        def quota() -> Response:
+            if request.method == "POST":
+                raw = request.get_json(force=True, silent=True)
+                if not isinstance(raw, dict):
+                    return json_response({"error": "a JSON object of quota settings"}, 400)
+                try:
+                    self.store.quota.configure(QuotaSettings.from_json(raw))
+                except ValueError as exc:
+                    return json_response({"error": str(exc)}, 400)
+            elif request.method == "DELETE":
+                self.store.quota.reset()
+            return json_response(self.store.quota.snapshot())
+
         @flask_app.post(prefix + "/reset")
         def reset() -> Response:
             self.store.reset()
@@ -1449,9 +1906,13 @@ __all__ = [
     "CalendarEmulator",
     "CalendarError",
     "CalendarStore",
+    "Caller",
     "Channel",
     "Notifier",
+    "Quota",
+    "QuotaSettings",
     "error_body",
+    "etag_listed",
     "load_method_specs",
     "meet_code",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,10 @@ from typing import Any
 import google_auth_httplib2
 import httplib2
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth.exceptions import RefreshError
+from google.oauth2 import service_account
 from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
@@ -25,10 +29,12 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request as WzRequest
 from werkzeug.wrappers import Response as WzResponse
 
+from emulators import EmulatorCredentials, RunningEmulators, start_emulators
 from emulators._base import ServerThread
 from emulators.calendar import CalendarEmulator, meet_code
 
 TOKEN = "ya29.emulator-test-token"
+OTHER_TOKEN = "ya29.another-user-token"  # a second user, for per-user quotas
 CAL = "primary"
 
 
@@ -37,7 +43,9 @@ CAL = "primary"
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[tuple[CalendarEmulator, str]]:
-    emu = CalendarEmulator(check_access_token=lambda token: token == TOKEN, notify_timeout_s=1.0)
+    emu = CalendarEmulator(
+        check_access_token=lambda token: token in (TOKEN, OTHER_TOKEN), notify_timeout_s=1.0
+    )
     server = ServerThread(emu.app.app).start()
     yield emu, server.url
     server.stop()
@@ -989,3 +997,652 @@ def test_all_day_events(service: Any) -> None:
         .execute()["items"]
     )
     assert [e["id"] for e in inside] == [ev["id"]]
+
+
+# -- etags and conditional requests ----------------------------------------------------------
+
+PRECONDITION_FAILED = {
+    "error": {
+        "code": 412,
+        "message": "Precondition Failed",
+        "errors": [
+            {
+                "domain": "global",
+                "reason": "conditionNotMet",
+                "message": "Precondition Failed",
+                "locationType": "header",
+                "location": "If-Match",
+            }
+        ],
+        "status": "FAILED_PRECONDITION",
+    }
+}
+
+
+def with_headers(req: Any, **headers: str) -> Any:
+    """Sets request headers the way a caller of googleapiclient does."""
+    for name, value in headers.items():
+        req.headers[name.replace("_", "-")] = value
+    return req
+
+
+def test_etag_changes_on_every_modification(service: Any) -> None:
+    ev = service.events().insert(calendarId=CAL, body=event_body()).execute()
+    etags = [ev["etag"]]
+    etags.append(
+        service.events()
+        .patch(calendarId=CAL, eventId=ev["id"], body={"summary": "a"})
+        .execute()["etag"]
+    )
+    etags.append(
+        service.events()
+        .update(calendarId=CAL, eventId=ev["id"], body=event_body(summary="b"))
+        .execute()["etag"]
+    )
+    got = service.events().get(calendarId=CAL, eventId=ev["id"]).execute()
+    assert got["etag"] == etags[-1]  # reading changes nothing
+    service.events().delete(calendarId=CAL, eventId=ev["id"]).execute()
+    etags.append(service.events().get(calendarId=CAL, eventId=ev["id"]).execute()["etag"])
+    assert len(set(etags)) == 4
+    assert all(e.startswith('"') and e.endswith('"') for e in etags)
+    listed = service.events().list(calendarId=CAL, showDeleted=True).execute()["items"]
+    assert listed[0]["etag"] == etags[-1]
+
+
+def test_if_match_refuses_a_stale_write_and_a_reread_reapplies(service: Any) -> None:
+    """Two admins enroll at once: the loser gets 412, re-reads and re-applies its change."""
+    ev = (
+        service.events()
+        .insert(calendarId=CAL, body=event_body(attendees=[{"email": "ana@example.com"}]))
+        .execute()
+    )
+    seen_by_a = service.events().get(calendarId=CAL, eventId=ev["id"]).execute()
+    # admin B changes the class first
+    by_b = (
+        service.events()
+        .patch(
+            calendarId=CAL,
+            eventId=ev["id"],
+            body={"attendees": [*seen_by_a["attendees"], {"email": "beto@example.com"}]},
+        )
+        .execute()
+    )
+    # admin A, still holding the old etag, appends its own student
+    stale = service.events().patch(
+        calendarId=CAL,
+        eventId=ev["id"],
+        body={"attendees": [*seen_by_a["attendees"], {"email": "caro@example.com"}]},
+    )
+    with pytest.raises(HttpError) as exc:
+        with_headers(stale, If_Match=seen_by_a["etag"]).execute()
+    assert exc.value.status_code == 412
+    assert json.loads(exc.value.content) == PRECONDITION_FAILED
+    assert service.events().get(calendarId=CAL, eventId=ev["id"]).execute() == by_b
+
+    fresh = service.events().get(calendarId=CAL, eventId=ev["id"]).execute()
+    retried = service.events().patch(
+        calendarId=CAL,
+        eventId=ev["id"],
+        body={"attendees": [*fresh["attendees"], {"email": "caro@example.com"}]},
+    )
+    done = with_headers(retried, If_Match=fresh["etag"]).execute()
+    assert [a["email"] for a in done["attendees"]] == [
+        "ana@example.com",
+        "beto@example.com",
+        "caro@example.com",
+    ]
+    assert done["etag"] != fresh["etag"]
+
+    # update and delete honour If-Match too; `*` matches any current version
+    for call in (
+        service.events().update(calendarId=CAL, eventId=ev["id"], body=event_body()),
+        service.events().delete(calendarId=CAL, eventId=ev["id"]),
+    ):
+        with pytest.raises(HttpError) as exc:
+            with_headers(call, If_Match=fresh["etag"]).execute()
+        assert exc.value.status_code == 412 and reason_of(exc) == "conditionNotMet"
+    starred = service.events().patch(calendarId=CAL, eventId=ev["id"], body={"summary": "s"})
+    assert with_headers(starred, If_Match="*").execute()["summary"] == "s"
+    current = service.events().get(calendarId=CAL, eventId=ev["id"]).execute()["etag"]
+    deleted = service.events().delete(calendarId=CAL, eventId=ev["id"])
+    assert with_headers(deleted, If_Match=current).execute() == ""
+
+
+def test_if_none_match_answers_304_while_unchanged(service: Any) -> None:
+    ev = service.events().insert(calendarId=CAL, body=event_body()).execute()
+
+    def conditional_get(etag: str) -> Any:
+        req = service.events().get(calendarId=CAL, eventId=ev["id"])
+        return with_headers(req, If_None_Match=etag).execute()
+
+    for etag in (ev["etag"], "W/" + ev["etag"], f'"other", {ev["etag"]}', "*"):
+        with pytest.raises(HttpError) as exc:
+            conditional_get(etag)
+        assert exc.value.status_code == 304 and exc.value.content == b""
+    assert conditional_get('"not-this-one"') == ev
+    patched = (
+        service.events().patch(calendarId=CAL, eventId=ev["id"], body={"summary": "x"}).execute()
+    )
+    assert conditional_get(ev["etag"]) == patched
+
+
+def test_conditional_get_sees_a_conference_that_finished(service: Any, base_url: str) -> None:
+    """A get may itself complete a pending Meet link: that is a change, so no 304."""
+    control(base_url, "POST", "/_emulator/calendar/conference", {"pendingGets": 1})
+    ev = (
+        service.events()
+        .insert(
+            calendarId=CAL,
+            body=event_body(conferenceData=meet_request("r-etag")),
+            conferenceDataVersion=1,
+        )
+        .execute()
+    )
+    req = service.events().get(calendarId=CAL, eventId=ev["id"])
+    with pytest.raises(HttpError) as exc:  # still pending: unchanged
+        with_headers(req, If_None_Match=ev["etag"]).execute()
+    assert exc.value.status_code == 304
+    req = service.events().get(calendarId=CAL, eventId=ev["id"])
+    done = with_headers(req, If_None_Match=ev["etag"]).execute()
+    assert done["hangoutLink"] and done["etag"] != ev["etag"]
+
+
+# -- arrays, guest visibility ----------------------------------------------------------------
+
+
+def test_patch_replaces_arrays_whole(service: Any) -> None:
+    ev = (
+        service.events()
+        .insert(
+            calendarId=CAL,
+            body=event_body(
+                attendees=[{"email": "ana@example.com"}, {"email": "beto@example.com"}],
+                reminders={"useDefault": False, "overrides": [{"method": "popup", "minutes": 5}]},
+            ),
+        )
+        .execute()
+    )
+    # "Array fields, if specified, overwrite the existing arrays": one attendee sent, one kept
+    only_caro = (
+        service.events()
+        .patch(
+            calendarId=CAL, eventId=ev["id"], body={"attendees": [{"email": "caro@example.com"}]}
+        )
+        .execute()
+    )
+    assert only_caro["attendees"] == [
+        {"email": "caro@example.com", "responseStatus": "needsAction"}
+    ]
+    # arrays inside objects too, while the object itself merges
+    reminders = (
+        service.events()
+        .patch(
+            calendarId=CAL,
+            eventId=ev["id"],
+            body={"reminders": {"overrides": [{"method": "email", "minutes": 60}]}},
+        )
+        .execute()["reminders"]
+    )
+    assert reminders == {"useDefault": False, "overrides": [{"method": "email", "minutes": 60}]}
+    # a patch that leaves the array out leaves it alone; an empty one empties it
+    kept = service.events().patch(calendarId=CAL, eventId=ev["id"], body={"summary": "x"}).execute()
+    assert kept["attendees"] == only_caro["attendees"]
+    emptied = (
+        service.events().patch(calendarId=CAL, eventId=ev["id"], body={"attendees": []}).execute()
+    )
+    assert emptied["attendees"] == []
+
+
+def test_guests_cannot_see_other_guests_but_the_organizer_sees_all(
+    service: Any, base_url: str
+) -> None:
+    students = [{"email": f"alumno{n}@example.com"} for n in range(3)]
+    ev = (
+        service.events()
+        .insert(
+            calendarId=CAL,
+            body=event_body(attendees=students, guestsCanSeeOtherGuests=False),
+            sendUpdates="all",
+        )
+        .execute()
+    )
+    assert ev["guestsCanSeeOtherGuests"] is False
+    got = service.events().get(calendarId=CAL, eventId=ev["id"]).execute()
+    assert [a["email"] for a in got["attendees"]] == [s["email"] for s in students]
+    listed = service.events().list(calendarId=CAL).execute()["items"][0]
+    assert listed["guestsCanSeeOtherGuests"] is False and len(listed["attendees"]) == 3
+    patched = (
+        service.events()
+        .patch(calendarId=CAL, eventId=ev["id"], body={"summary": "Grupal"}, sendUpdates="all")
+        .execute()
+    )
+    assert patched["guestsCanSeeOtherGuests"] is False
+    log = control(base_url, "GET", "/_emulator/calendar/invitations")["log"]
+    assert [entry["guestsCanSeeOtherGuests"] for entry in log] == [False, False]
+    plain = service.events().insert(calendarId=CAL, body=event_body()).execute()
+    assert "guestsCanSeeOtherGuests" not in plain  # Google's default (true) is implied
+
+
+# -- invitations: who is emailed, and with what ----------------------------------------------
+
+TEACHER = "docente@classes.local"  # the organizer's own domain: a Google Calendar user
+GMAIL = "alumna@gmail.com"  # a Google Calendar user outside the organizer's domain
+ANA, BETO, CARO = "ana@example.com", "beto@example.com", "caro@example.com"  # no Google Calendar
+
+
+def emails_of(entry: dict[str, Any]) -> list[tuple[str, str]]:
+    return sorted((e["to"], e["kind"]) for e in entry["emails"])
+
+
+@pytest.mark.parametrize(
+    ("mode", "who"),
+    [
+        ("all", {TEACHER, GMAIL, ANA, BETO, CARO}),
+        ("externalOnly", {ANA, BETO, CARO}),
+        ("none", set()),
+    ],
+)
+def test_invitation_log_kinds_for_a_group_class(
+    service: Any, base_url: str, mode: str, who: set[str]
+) -> None:
+    """Add one student, remove one, cancel: what each guest receives under each mode."""
+
+    def expected(**kinds: list[str]) -> list[tuple[str, str]]:
+        return sorted(
+            (email, kind) for kind, emails in kinds.items() for email in emails if email in who
+        )
+
+    owner = service.calendars().get(calendarId=CAL).execute()["id"]
+    group = [{"email": e} for e in (TEACHER, GMAIL, ANA, BETO)]
+    ev = (
+        service.events()
+        .insert(
+            calendarId=CAL,
+            body=event_body(attendees=[{"email": owner, "organizer": True}, *group]),
+            sendUpdates=mode,
+        )
+        .execute()
+    )
+    service.events().patch(
+        calendarId=CAL,
+        eventId=ev["id"],
+        body={"attendees": [*ev["attendees"], {"email": CARO}]},
+        sendUpdates=mode,
+    ).execute()
+    service.events().patch(
+        calendarId=CAL,
+        eventId=ev["id"],
+        body={"attendees": [a for a in ev["attendees"] if a["email"] != ANA] + [{"email": CARO}]},
+        sendUpdates=mode,
+    ).execute()
+    service.events().delete(calendarId=CAL, eventId=ev["id"], sendUpdates=mode).execute()
+
+    invitations = control(base_url, "GET", "/_emulator/calendar/invitations")
+    log = invitations["log"]
+    if mode == "none":
+        assert invitations == {"total": 0, "log": []}
+        return
+    assert [(e["action"], e["sendUpdates"]) for e in log] == [
+        ("insert", mode),
+        ("update", mode),
+        ("update", mode),
+        ("delete", mode),
+    ]
+    assert emails_of(log[0]) == expected(invitation=[TEACHER, GMAIL, ANA, BETO])
+    # the new student is invited; everyone already there gets an update
+    assert emails_of(log[1]) == expected(invitation=[CARO], update=[TEACHER, GMAIL, ANA, BETO])
+    # the removed student gets a cancellation; the rest an update
+    assert emails_of(log[2]) == expected(cancel=[ANA], update=[TEACHER, GMAIL, BETO, CARO])
+    assert emails_of(log[3]) == expected(cancel=[TEACHER, GMAIL, BETO, CARO])
+    assert all(owner not in e["recipients"] for e in log)  # the organizer is never emailed
+    assert all(e["recipients"] == [m["to"] for m in e["emails"]] for e in log)
+    assert invitations["total"] == sum(len(e["emails"]) for e in log)
+
+
+def test_cancelling_by_status_and_unchanged_writes(service: Any, base_url: str) -> None:
+    ev = (
+        service.events()
+        .insert(calendarId=CAL, body=event_body(attendees=[{"email": ANA}]), sendUpdates="all")
+        .execute()
+    )
+    # a write that changes nothing a guest sees sends nothing
+    service.events().patch(
+        calendarId=CAL, eventId=ev["id"], body={"summary": ev["summary"]}, sendUpdates="all"
+    ).execute()
+    service.events().patch(
+        calendarId=CAL, eventId=ev["id"], body={"status": "cancelled"}, sendUpdates="all"
+    ).execute()
+    # once cancelled, nobody is on the event any more: a second cancel tells nobody
+    service.events().patch(
+        calendarId=CAL, eventId=ev["id"], body={"status": "cancelled"}, sendUpdates="all"
+    ).execute()
+    log = control(base_url, "GET", "/_emulator/calendar/invitations")["log"]
+    assert [(e["action"], emails_of(e)) for e in log] == [
+        ("insert", [(ANA, "invitation")]),
+        ("cancel", [(ANA, "cancel")]),
+    ]
+
+
+# -- usage limits ----------------------------------------------------------------------------
+
+
+def google_error(status: int, reason: str, message: str, domain: str = "usageLimits") -> Any:
+    status_name = {403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED"}[status]
+    return {
+        "error": {
+            "code": status,
+            "message": message,
+            "errors": [{"domain": domain, "reason": reason, "message": message}],
+            "status": status_name,
+        }
+    }
+
+
+def quota(base_url: str, settings: dict[str, Any] | None = None) -> Any:
+    if settings is None:
+        return control(base_url, "GET", "/_emulator/calendar/quota")
+    return control(base_url, "POST", "/_emulator/calendar/quota", settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "status", "reason", "message"),
+    [
+        ({}, 403, "rateLimitExceeded", "Rate Limit Exceeded"),
+        ({"rateLimitStatus": 429}, 429, "rateLimitExceeded", "Rate Limit Exceeded"),
+        (
+            {"rateLimitReason": "userRateLimitExceeded"},
+            403,
+            "userRateLimitExceeded",
+            "User Rate Limit Exceeded",
+        ),
+    ],
+)
+def test_requests_per_minute_per_user(
+    service: Any,
+    base_url: str,
+    settings: dict[str, Any],
+    status: int,
+    reason: str,
+    message: str,
+) -> None:
+    quota(base_url, {"requestsPerMinute": 3, "requestWindowSeconds": 1, **settings})
+    for _ in range(3):
+        service.events().list(calendarId=CAL).execute()
+    with pytest.raises(HttpError) as exc:
+        service.events().insert(calendarId=CAL, body=event_body()).execute()
+    assert exc.value.status_code == status
+    assert json.loads(exc.value.content) == google_error(status, reason, message)
+    # another user has a window of its own, and sees that the refused insert made nothing
+    other = make_service(base_url, token=OTHER_TOKEN)
+    assert other.events().list(calendarId=CAL).execute()["items"] == []
+    state = quota(base_url)
+    assert sorted(state["requests"].values()) == [1, 3]  # refused calls are not counted
+    assert state["rejected"] == {reason: 1}
+    # the window slides: googleapiclient's own retries ride over the limit
+    retried = service.events().insert(calendarId=CAL, body=event_body())
+    retried._sleep = lambda _seconds: time.sleep(0.3)
+    assert retried.execute(num_retries=6)["status"] == "confirmed"
+    assert quota(base_url)["rejected"][reason] >= 2
+
+
+def test_quota_settings_are_checked(base_url: str) -> None:
+    for bad in (
+        {"rateLimitStatus": 429, "rateLimitReason": "userRateLimitExceeded"},
+        {"rateLimitStatus": 500},
+        {"requestsPerMinute": -1},
+        {"invitationWindowSeconds": 0},
+        {"requestsPerMinutes": 3},
+        {"internalDomains": "example.com"},
+    ):
+        req = urllib.request.Request(
+            base_url + "/_emulator/calendar/quota",
+            data=json.dumps(bad).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(req, timeout=5)
+        assert exc.value.code == 400, bad
+    assert quota(base_url)["settings"]["requestsPerMinute"] is None
+
+
+QUOTA_EXCEEDED = google_error(403, "quotaExceeded", "Calendar usage limits exceeded.")
+
+
+def test_external_invitations_limit_and_the_limited_calendar(service: Any, base_url: str) -> None:
+    quota(
+        base_url,
+        {"invitationsPerWindow": 3, "invitationWindowSeconds": 60, "limitedForSeconds": 1},
+    )
+    ev = (
+        service.events()
+        .insert(
+            calendarId=CAL,
+            body=event_body(attendees=[{"email": ANA}, {"email": BETO}, {"email": TEACHER}]),
+            sendUpdates="all",
+        )
+        .execute()
+    )
+    assert quota(base_url)["externalEmails"] == {CAL: 2}  # the teacher is internal
+    # one more student with sendUpdates=all: an invitation plus two external updates = 5 > 3
+    enroll = {"attendees": [*ev["attendees"], {"email": CARO}]}
+    with pytest.raises(HttpError) as exc:
+        service.events().patch(
+            calendarId=CAL, eventId=ev["id"], body=enroll, sendUpdates="all"
+        ).execute()
+    assert exc.value.status_code == 403
+    assert json.loads(exc.value.content) == QUOTA_EXCEEDED
+    assert service.events().get(calendarId=CAL, eventId=ev["id"]).execute() == ev
+    state = quota(base_url)
+    assert CAL in state["limited"] and state["rejected"] == {"quotaExceeded": 1}
+    # limited: whatever would email an external guest is refused, even one email...
+    with pytest.raises(HttpError) as exc:
+        service.events().insert(
+            calendarId=CAL, body=event_body(attendees=[{"email": CARO}]), sendUpdates="all"
+        ).execute()
+    assert json.loads(exc.value.content) == QUOTA_EXCEEDED
+    # ...while writes that email nobody outside go through (sendUpdates=none, internal guests)
+    silent = (
+        service.events()
+        .patch(calendarId=CAL, eventId=ev["id"], body=enroll, sendUpdates="none")
+        .execute()
+    )
+    assert [a["email"] for a in silent["attendees"]][-1] == CARO
+    service.events().insert(
+        calendarId=CAL, body=event_body(attendees=[{"email": TEACHER}]), sendUpdates="all"
+    ).execute()
+    assert service.events().list(calendarId=CAL).execute()["items"]  # reads always work
+    time.sleep(1.1)  # the hold ends; the window still holds the first 2 emails
+    service.events().insert(
+        calendarId=CAL, body=event_body(attendees=[{"email": CARO}]), sendUpdates="all"
+    ).execute()
+    assert quota(base_url)["externalEmails"] == {CAL: 3}
+    log = control(base_url, "GET", "/_emulator/calendar/invitations")["log"]
+    assert [e["action"] for e in log] == ["insert", "insert", "insert"]  # nothing refused logged
+
+
+def test_read_only_when_limited_and_internal_domains(service: Any, base_url: str) -> None:
+    quota(
+        base_url,
+        {
+            "invitationsPerWindow": 1,
+            "readOnlyWhenLimited": True,
+            "internalDomains": ["example.com"],
+        },
+    )
+    ev = (
+        service.events()
+        .insert(calendarId=CAL, body=event_body(attendees=[{"email": ANA}]), sendUpdates="all")
+        .execute()
+    )
+    assert quota(base_url)["externalEmails"] == {}  # example.com counts as internal now
+    service.events().insert(
+        calendarId=CAL, body=event_body(attendees=[{"email": GMAIL}]), sendUpdates="all"
+    ).execute()
+    with pytest.raises(HttpError):
+        service.events().insert(
+            calendarId=CAL, body=event_body(attendees=[{"email": "b@gmail.com"}]), sendUpdates="all"
+        ).execute()
+    for call in (  # read-only: every write is refused, even one that emails nobody
+        service.events().patch(calendarId=CAL, eventId=ev["id"], body={"summary": "x"}),
+        service.events().delete(calendarId=CAL, eventId=ev["id"]),
+        service.events().insert(calendarId=CAL, body=event_body()),
+    ):
+        with pytest.raises(HttpError) as exc:
+            call.execute()
+        assert json.loads(exc.value.content) == QUOTA_EXCEEDED
+    assert service.events().get(calendarId=CAL, eventId=ev["id"]).execute() == ev
+    # another calendar (another organizer) is not limited
+    assert service.events().insert(calendarId="other", body=event_body()).execute()
+
+
+def test_reset_and_delete_clear_the_usage_limits(service: Any, base_url: str) -> None:
+    quota(base_url, {"requestsPerMinute": 1, "invitationsPerWindow": 0})
+    with pytest.raises(HttpError):
+        service.events().insert(
+            calendarId=CAL, body=event_body(attendees=[{"email": ANA}]), sendUpdates="all"
+        ).execute()
+    with pytest.raises(HttpError) as exc:
+        service.events().list(calendarId=CAL).execute()
+    assert exc.value.status_code == 403 and reason_of(exc) == "rateLimitExceeded"
+    assert quota(base_url)["limited"]
+    off = control(base_url, "DELETE", "/_emulator/calendar/quota")
+    assert off["settings"]["requestsPerMinute"] is None and off["rejected"] == {}
+    quota(base_url, {"requestsPerMinute": 1})
+    service.events().list(calendarId=CAL).execute()
+    control(base_url, "POST", "/_emulator/calendar/reset", {})
+    assert quota(base_url) == {
+        "settings": {
+            "requestsPerMinute": None,
+            "requestWindowSeconds": 60.0,
+            "rateLimitStatus": 403,
+            "rateLimitReason": "rateLimitExceeded",
+            "invitationsPerWindow": None,
+            "invitationWindowSeconds": 60.0,
+            "limitedForSeconds": None,
+            "readOnlyWhenLimited": False,
+            "internalDomains": [],
+        },
+        "requests": {},
+        "externalEmails": {},
+        "limited": {},
+        "rejected": {},
+    }
+    for _ in range(3):
+        service.events().insert(
+            calendarId=CAL, body=event_body(attendees=[{"email": ANA}]), sendUpdates="all"
+        ).execute()
+    assert control(base_url, "GET", "/_emulator/calendar/invitations")["total"] == 3
+
+
+# -- service accounts, with the OAuth emulator's real tokens ---------------------------------
+
+SA_EMAIL = "enrollments@classes-test.iam.gserviceaccount.com"
+CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar.events"
+FORBIDDEN_FOR_SERVICE_ACCOUNTS = google_error(
+    403,
+    "forbiddenForServiceAccounts",
+    "Service accounts cannot invite attendees without Domain-Wide Delegation of Authority.",
+    domain="calendar",
+)
+
+
+@pytest.fixture(scope="module")
+def wired() -> Iterator[RunningEmulators]:
+    """The emulators wired as the local stack wires them (token_email from the OAuth server)."""
+    running = start_emulators(
+        EmulatorCredentials("client-id", "client-secret", "1//refresh", "APP_USR-test")
+    )
+    yield running
+    running.stop()
+
+
+def service_account_calendar(running: RunningEmulators, subject: str | None) -> Any:
+    """A Calendar client authorized by the JWT-bearer grant, as ADC would do it."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    oauth = running.urls()["oauth"]
+    req = urllib.request.Request(
+        oauth + "/_emulator/oauth/service-accounts",
+        data=json.dumps(
+            {"client_email": SA_EMAIL, "public_key_pem": public.decode(), "key_id": "k1"}
+        ).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(req, timeout=5).close()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    creds = service_account.Credentials.from_service_account_info(
+        {
+            "type": "service_account",
+            "project_id": "classes-test",
+            "private_key_id": "k1",
+            "private_key": private.decode(),
+            "client_email": SA_EMAIL,
+            "client_id": "1234567890",
+            "token_uri": oauth + "/token",
+        },
+        scopes=[CALENDAR_SCOPE],
+    )
+    if subject:
+        creds = creds.with_subject(subject)
+    return build(
+        "calendar",
+        "v3",
+        static_discovery=True,
+        credentials=creds,
+        client_options={"api_endpoint": running.urls()["calendar"]},
+    )
+
+
+def test_service_account_needs_delegation_to_invite(wired: RunningEmulators) -> None:
+    base = running_base = wired.urls()["calendar"].split("/calendar/v3/")[0]
+    control(running_base, "POST", "/_emulator/calendar/reset", {})
+    robot = service_account_calendar(wired, subject=None)
+    # without attendees a service account may write its own calendar
+    ev = robot.events().insert(calendarId=CAL, body=event_body()).execute()
+    for call in (
+        robot.events().insert(calendarId=CAL, body=event_body(attendees=[{"email": ANA}])),
+        robot.events().patch(
+            calendarId=CAL, eventId=ev["id"], body={"attendees": [{"email": ANA}]}
+        ),
+        robot.events().update(
+            calendarId=CAL, eventId=ev["id"], body=event_body(attendees=[{"email": ANA}])
+        ),
+    ):
+        with pytest.raises(HttpError) as exc:
+            call.execute()
+        assert exc.value.status_code == 403
+        assert json.loads(exc.value.content) == FORBIDDEN_FOR_SERVICE_ACCOUNTS
+    assert "attendees" not in robot.events().get(calendarId=CAL, eventId=ev["id"]).execute()
+    assert control(base, "GET", "/_emulator/calendar/quota")["rejected"] == {
+        "forbiddenForServiceAccounts": 3
+    }
+
+    # with domain-wide delegation the token is the teacher's: inviting works
+    delegated = service_account_calendar(wired, subject=TEACHER)
+    invited = (
+        delegated.events()
+        .patch(
+            calendarId=CAL,
+            eventId=ev["id"],
+            body={"attendees": [{"email": ANA}]},
+            sendUpdates="all",
+        )
+        .execute()
+    )
+    assert [a["email"] for a in invited["attendees"]] == [ANA]
+    # the undelegated account may still drop attendees and edit an event that has them
+    robot.events().patch(calendarId=CAL, eventId=ev["id"], body={"summary": "x"}).execute()
+    emptied = (
+        robot.events().patch(calendarId=CAL, eventId=ev["id"], body={"attendees": []}).execute()
+    )
+    assert emptied["attendees"] == []
+    log = control(base, "GET", "/_emulator/calendar/invitations")["log"]
+    assert [emails_of(e) for e in log] == [[(ANA, "invitation")]]
