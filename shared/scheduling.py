@@ -168,7 +168,7 @@ def join_session(held: Outcome, deadline: Deadline) -> Outcome:
             remove_attendee(event.event_id, fresh.student.email, deadline)
             return Outcome(decision.outcome, held.payment_id, held.booking_id)
         store.commit_booking(
-            read, decision.fields or {}, "", deadline, now, decision.session_fields
+            read, decision.fields or {}, "", deadline, now, decision.session_fields, decision.notice
         )
         return Outcome(decision.outcome, held.payment_id, held.booking_id, event)
 

@@ -90,7 +90,12 @@ def test_thirty_students_paying_at_once_all_get_in_once(client: StackClient) -> 
     assert len(event["attendees"]) == 31
     assert {client.booking(b)["status"] for b, _ in seats} == {"scheduled"}
     assert {client.booking(b)["meetLink"] for b, _ in seats} == {session["meetLink"]}
-    assert client.invitations(event_id_for_session(session["sessionId"])) == []
+    emailed = {
+        e["to"]
+        for i in client.invitations(event_id_for_session(session["sessionId"]))
+        for e in i["emails"]
+    }
+    assert emailed == {"ana.gomez@example.com"}  # the teacher, once, when the session was made
     notices = client.db.collection("seat_notices").stream()
     assert len([n for n in notices if n.id.endswith("-joined")]) == 30
     listed = _sessions(client, method="GET").json()["sessions"]
