@@ -76,7 +76,7 @@ def seat_round(client: StackClient, tag: str) -> dict[str, Any]:
         timings = list(pool.map(lambda p: _deliver(client, p), payments))
     calls = client.stats("calendar")
     writes = sum(v for k, v in calls.items() if k.startswith(("PATCH", "PUT", "POST")))
-    reads = sum(v for k, v in calls.items() if k.startswith("GET") and "{eventId}" in k)
+    reads = sum(v for k, v in calls.items() if k.startswith("GET") and k.endswith("<eventId>"))
     event = (
         client.calendar.events()
         .get(calendarId=client.doc["calendar_id"], eventId=event_id_for_session(session_id))

@@ -11,7 +11,7 @@ sync token `UpstreamGone`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -375,16 +375,15 @@ def _change_attendees(
     deadline: Deadline,
 ) -> ClassEvent | None:
     """Read the event, change its guest list, write it back only if nobody changed it since
-    (`If-Match`); on 412 read again and re-apply. A patch replaces the whole attendees array,
-    so an unconditional one could drop a guest another seat added meanwhile."""
+    (`If-Match`); on 412 read again and re-apply. A patch replaces the whole attendees
+    array, so an unconditional one could drop a guest another seat added meanwhile."""
     api = calendar_api()
     while True:
         try:
             event = api.get_event(event_id, deadline)
         except (UpstreamNotFound, UpstreamGone):
             return None
-        attendees = list(event.get("attendees") or [])
-        changed = change(attendees)
+        changed = change(list(event.get("attendees") or []))
         if changed is None:
             return ClassEvent.from_event(event)  # nothing to do: already as wanted
         try:
@@ -400,14 +399,27 @@ def _change_attendees(
         return ClassEvent.from_event(patched)
 
 
-def add_attendee(event_id: str, guest: Person, deadline: Deadline) -> ClassEvent | None:
-    """Add one student to a session's event, once (already there: no write)."""
+def add_attendee(
+    event_id: str, guest: Person, deadline: Deadline, seated: Sequence[Person] = ()
+) -> ClassEvent | None:
+    """Add one student to a session's event, once (already there: no write).
+
+    The first write also brings in every other seat already held (`seated`): in an
+    enrollment burst one write carries many students, and a writer that loses the race
+    finds itself added by the winner, so a seat costs about one write, not one per rival.
+    """
+    wanted = [guest, *(p for p in seated if p.email.lower() != guest.email.lower())]
 
     def change(attendees: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-        if any(str(a.get("email", "")).lower() == guest.email.lower() for a in attendees):
+        present = {str(a.get("email", "")).lower() for a in attendees}
+        if guest.email.lower() in present:
             return None
-        added = {k: v for k, v in {"email": guest.email, "displayName": guest.name}.items() if v}
-        return [*attendees, added]
+        missing = [p for p in wanted if p.email.lower() not in present]
+        added = [
+            {k: v for k, v in {"email": p.email, "displayName": p.name}.items() if v}
+            for p in missing
+        ]
+        return [*attendees, *added]
 
     return _change_attendees(event_id, change, deadline)
 

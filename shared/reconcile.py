@@ -14,11 +14,14 @@ Kinds, in order:
 - `unknown_booking` issues whose booking exists now: the payment is applied;
 - events of the calendar that name a booking which is missing, refunded or cancelled:
   the event is cancelled (a delivery that lost its answer after creating it);
+- group sessions' events: a paid seat missing from the guests is added, a guest without a
+  seat is reported;
 - upcoming scheduled bookings whose event is gone from Calendar: flagged for admins.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,10 +37,14 @@ from shared.bookings import (
     ClassEvent,
     ConferenceStatus,
     InvalidBooking,
+    Issue,
+    Person,
+    SeatStatus,
+    Session,
     conference_fields,
     decide_reconcile,
 )
-from shared.calendar import calendar_api, cancel_event, ensure_class_event
+from shared.calendar import add_attendee, calendar_api, cancel_event, ensure_class_event
 from shared.config import TIME_ZONE
 from shared.errors import PermanentUpstreamError, PlatformError, TransientUpstreamError
 from shared.payments import PaymentNotification
@@ -97,7 +104,7 @@ def sweep(deadline: Deadline) -> Reconciliation:
         _meet_pending,
         _payments_pending,
         _unknown_bookings,
-        _orphan_events,
+        _class_events,
         _missing_events,
     ]
     try:
@@ -282,13 +289,57 @@ def _window_events(deadline: Deadline) -> Iterator[dict[str, Any]]:
         query = {**query, "pageToken": token}
 
 
-def _orphan_events(run: Reconciliation, deadline: Deadline) -> None:
-    """Confirmed events whose booking is missing or ended: cancelled, guests told."""
+def _class_events(run: Reconciliation, deadline: Deadline) -> None:
+    """One listing of the calendar's upcoming events, for one-to-one classes and sessions."""
     named: dict[str, dict[str, Any]] = {}
+    sessions: list[dict[str, Any]] = []
     for event in _window_events(deadline):
-        link = ClassEvent.from_event(event)
-        if link.booking_id and link.status != CalendarStatus.CANCELLED:
-            named.setdefault(link.booking_id, event)
+        if event.get("status") == CalendarStatus.CANCELLED:
+            continue
+        private = (event.get("extendedProperties") or {}).get("private") or {}
+        if private.get("sessionId"):
+            sessions.append(event)
+        elif private.get("bookingId"):
+            named.setdefault(str(private["bookingId"]), event)
+    _orphan_events(run, named, deadline)
+    for event in sessions:
+        _session_guests(run, event, deadline)
+
+
+def _session_guests(run: Reconciliation, event: dict[str, Any], deadline: Deadline) -> None:
+    """A session's event against its seats: a paid seat missing from the guests is added;
+    a guest with no seat (added by hand, or a refund whose removal failed) is reported."""
+    _in_time(deadline)
+    session_id = str(event["extendedProperties"]["private"]["sessionId"])
+    read = store.read_session(session_id, deadline)
+    if read.data is None:
+        return
+    session = Session.from_document(session_id, read.data)
+    guests = {str(a.get("email") or "").lower() for a in event.get("attendees") or []}
+    seated = {
+        str(seat.get("email") or "").lower(): booking_id
+        for booking_id, seat in session.seats.items()
+        if seat.get("status") == SeatStatus.JOINED
+    }
+    for email, booking_id in seated.items():
+        if email and email not in guests:
+            _in_time(deadline)
+            name = str(session.seats[booking_id].get("name") or "")
+            add_attendee(session.google_event_id, Person(name, email), deadline)
+            run.count("seat_missing", Outcome("guest_added", "", booking_id))
+    strangers = guests - set(seated) - {session.teacher.email.lower(), ""}
+    for email in sorted(strangers):
+        issue = Issue("attendee_without_seat", {"sessionId": session_id, "email": email})
+        about = f"{session_id}-{hashlib.sha256(email.encode()).hexdigest()[:12]}"
+        store.record_issue(issue, "", deadline, about=about)
+        logs.warning("a session guest has no paid seat", session_id=session_id)
+        run.count("attendee_without_seat", Outcome("reported", "", ""))
+
+
+def _orphan_events(
+    run: Reconciliation, named: dict[str, dict[str, Any]], deadline: Deadline
+) -> None:
+    """Confirmed events whose booking is missing or ended: cancelled, guests told."""
     ids = list(named)
     for first in range(0, len(ids), PAGE_SIZE):
         _in_time(deadline)

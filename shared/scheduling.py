@@ -26,6 +26,7 @@ from shared.bookings import (
     ClassEvent,
     Decision,
     InvalidBooking,
+    Person,
     Session,
     conference_fields,
     decide_leave,
@@ -153,7 +154,12 @@ def join_session(held: Outcome, deadline: Deadline) -> Outcome:
     if session_read.data is None:
         return held
     session = Session.from_document(booking.session_id, session_read.data)
-    event = add_attendee(session.google_event_id, booking.student, deadline)
+    seated = [
+        Person(str(seat.get("name") or ""), str(seat.get("email") or ""))
+        for seat in session.seats.values()
+        if seat.get("email")
+    ]
+    event = add_attendee(session.google_event_id, booking.student, deadline, seated)
     if event is None:
         return held  # the event is gone: the booking stays paid for reconcile and admins
 

@@ -410,16 +410,18 @@ def commit_session(read: SessionRead, fields: dict[str, Any], deadline: Deadline
     _commit(batch, deadline, "write session")
 
 
-def record_issue(issue: Issue, payment_id: str, deadline: Deadline) -> None:
-    """Keep, once per payment and kind, something an admin must look at."""
+def record_issue(issue: Issue, payment_id: str, deadline: Deadline, *, about: str = "") -> None:
+    """Keep, once per payment and kind, something an admin must look at (`about` instead of
+    a payment: an issue of a session, keyed by it)."""
+    key = about or payment_id
     document = {
         "kind": issue.kind,
-        "paymentId": payment_id,
+        **({"paymentId": payment_id} if payment_id else {}),
         "createdAt": SERVER_TIME,
         "resolved": False,
         **{k: v for k, v in issue.details.items() if v not in (None, "")},
     }
-    ref = firestore_client().collection(PAYMENT_ISSUES).document(f"{payment_id}-{issue.kind}")
+    ref = firestore_client().collection(PAYMENT_ISSUES).document(f"{key}-{issue.kind}")
     set_document(ref, document, deadline, "record payment issue")
 
 

@@ -205,3 +205,24 @@ def test_bad_session_requests_are_400(client: StackClient, body: Any) -> None:
     answer = _sessions(client, body)
     assert answer.status_code == 400
     assert "error" in answer.json()
+
+
+def test_reconcile_puts_back_a_paid_seat_and_reports_a_stranger(client: StackClient) -> None:
+    from shared.reconcile import sweep
+    from shared.upstream import Deadline
+
+    session = _new_session(client, 3)
+    booking_id, payment_id = _seat(client, session["sessionId"], 0)
+    assert client.notify(payment_id)["status"] == 200
+    event_id = event_id_for_session(session["sessionId"])
+    strangers = [{"email": "ana.gomez@example.com"}, {"email": "colado@example.com"}]
+    client.calendar.events().patch(
+        calendarId=client.doc["calendar_id"], eventId=event_id, body={"attendees": strangers}
+    ).execute()  # someone edited the guest list by hand: the student is gone, a stranger in
+
+    run = sweep(Deadline(20))
+
+    assert run.counts["seat_missing"] == {"found": 1, "healed": 1}
+    assert run.counts["attendee_without_seat"]["found"] == 1
+    guests = {a["email"] for a in client.event(event_id)["attendees"]}
+    assert "estudiante0@example.com" in guests
