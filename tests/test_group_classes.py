@@ -212,7 +212,7 @@ def test_reconcile_puts_back_a_paid_seat_and_reports_a_stranger(client: StackCli
     from shared.upstream import Deadline
 
     session = _new_session(client, 3)
-    booking_id, payment_id = _seat(client, session["sessionId"], 0)
+    _, payment_id = _seat(client, session["sessionId"], 0)
     assert client.notify(payment_id)["status"] == 200
     event_id = event_id_for_session(session["sessionId"])
     strangers = [{"email": "ana.gomez@example.com"}, {"email": "colado@example.com"}]
