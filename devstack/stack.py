@@ -2,7 +2,8 @@
 
 `LocalStack.start()` brings everything up on free loopback ports, seeds Secret Manager with
 the stack's (throwaway) credentials, points the Mercado Pago emulator's webhook at the local
-payment_webhook (so a refund is notified as in production), and returns the `stack.json`
+payment_webhook (so a refund is notified as in production), creates the Cloud Tasks queue the
+platform will schedule classes through, and returns the `stack.json`
 document that tests, benchmarks and outside tools rely on. Functions run either as
 `functions-framework` processes (what `./dev.sh up` does, like production) or as threads of
 this process (what the test suite does, so it can reach clients and state directly).
@@ -35,6 +36,9 @@ FUNCTIONS_DIR = ROOT / "functions"
 PROJECT_ID = "demo-virtual-classes"
 CALENDAR_ID = "clases@demo-virtual-classes.local"
 ADMIN_EMAIL = "admin@example.com"
+# Cloud Tasks: the region infra/ deploys to, and the queue classes will be scheduled through.
+CLOUD_TASKS_LOCATION = "southamerica-east1"
+SCHEDULE_QUEUE_ID = "schedule-class"
 OPENAPI = ROOT / "docs" / "openapi.yaml"
 
 
@@ -159,6 +163,11 @@ class LocalStack:
         self.emulators = start_emulators(creds)
         urls = self.emulators.urls()
         oauth_base = urls["oauth"]
+        schedule_queue = (
+            f"projects/{self.project_id}/locations/{CLOUD_TASKS_LOCATION}"
+            f"/queues/{SCHEDULE_QUEUE_ID}"
+        )
+        self.emulators.cloudtasks.seed_queue(schedule_queue)  # reset puts it back as it is
         stack_secrets = {
             "mercadopago_webhook_secret": secrets.token_hex(32),
             "admin_api_key": secrets.token_urlsafe(32),
@@ -177,6 +186,10 @@ class LocalStack:
             "GOOGLE_OAUTH_TOKEN_URI": f"{oauth_base}/token",
             "GOOGLE_CERTS_URL": f"{oauth_base}/oauth2/v1/certs",
             "MERCADOPAGO_API_BASE": urls["mercadopago"],
+            # Read by no function yet: where the Cloud Tasks client and the IAM Credentials
+            # API (signJwt/signBlob, served by the OAuth emulator) are to be pointed.
+            "CLOUD_TASKS_ENDPOINT": urls["cloudtasks"],
+            "IAM_CREDENTIALS_ENDPOINT": oauth_base,
             "OAUTHLIB_INSECURE_TRANSPORT": "1",  # the OAuth emulator speaks http on loopback
             "ADMIN_EMAILS": ADMIN_EMAIL,
             "ID_TOKEN_AUDIENCE": "local-virtual-classes",
@@ -209,6 +222,11 @@ class LocalStack:
                 "refresh_token": creds.refresh_token,
             },
             "secrets": stack_secrets,
+            "cloud_tasks": {
+                "endpoint": urls["cloudtasks"],
+                "location": CLOUD_TASKS_LOCATION,
+                "queues": {"schedule_class": schedule_queue},
+            },
             "admin_email": ADMIN_EMAIL,
             "openapi": {"path": str(OPENAPI), "url": f"{openapi.url}/openapi.yaml"},
             "env": env,

@@ -1,11 +1,13 @@
 """Local emulators of the upstreams that have no official one.
 
-Google Calendar API v3, Google OAuth 2.0, Secret Manager v1 (REST) and the Mercado Pago
-API, each a small HTTP server on 127.0.0.1 that the production client libraries talk to
-unchanged. They live outside `shared/` because they are never deployed.
+Google Calendar API v3, Google OAuth 2.0 (with the IAM Credentials API's signJwt/signBlob),
+Secret Manager v1 (REST), Cloud Tasks v2 (REST, with a dispatcher) and the Mercado Pago API,
+each a small HTTP server on 127.0.0.1 that the production client libraries talk to unchanged.
+They live outside `shared/` because they are never deployed.
 
-`start_emulators()` runs all four in this process (the OAuth server's access tokens must be
-known to the Calendar server); `python -m emulators` does the same in a process of its own.
+`start_emulators()` runs all five in this process: the OAuth server's access tokens must be
+known to the Calendar server, and its keys sign the OIDC tokens Cloud Tasks dispatches with.
+`RunningEmulators.stop()` also stops the Cloud Tasks dispatcher thread.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 from emulators._base import EmulatorApp, ServerThread
 from emulators.calendar import CalendarEmulator
+from emulators.cloudtasks import CloudTasksEmulator
 from emulators.mercadopago import MercadoPagoEmulator
 from emulators.oauth import OAuthEmulator
 from emulators.secretmanager import SecretManagerEmulator
@@ -35,6 +38,7 @@ class RunningEmulators:
     calendar: CalendarEmulator
     secretmanager: SecretManagerEmulator
     mercadopago: MercadoPagoEmulator
+    cloudtasks: CloudTasksEmulator
     servers: dict[str, ServerThread]
 
     def urls(self) -> dict[str, str]:
@@ -43,11 +47,13 @@ class RunningEmulators:
             "secretmanager": self.servers["secretmanager"].url,
             "oauth": self.servers["oauth"].url,
             "mercadopago": self.servers["mercadopago"].url,
+            "cloudtasks": self.servers["cloudtasks"].url,
         }
 
     def stop(self) -> None:
         for server in self.servers.values():
             server.stop()
+        self.cloudtasks.stop()
 
 
 def start_emulators(
@@ -65,13 +71,18 @@ def start_emulators(
     )
     secretmanager = SecretManagerEmulator()
     mercadopago = MercadoPagoEmulator(access_token=creds.mercadopago_access_token)
+    cloudtasks = CloudTasksEmulator(
+        id_token_for=oauth.service_account_id_token,
+        access_token_for=oauth.service_account_access_token,
+    )
     apps: dict[str, EmulatorApp] = {
         "oauth": oauth.app,
         "calendar": calendar.app,
         "secretmanager": secretmanager.app,
         "mercadopago": mercadopago.app,
+        "cloudtasks": cloudtasks.app,
     }
     servers = {
         name: ServerThread(app.app, ports.get(name, 0)).start() for name, app in apps.items()
     }
-    return RunningEmulators(oauth, calendar, secretmanager, mercadopago, servers)
+    return RunningEmulators(oauth, calendar, secretmanager, mercadopago, cloudtasks, servers)

@@ -13,6 +13,18 @@ oauth2.googleapis.com. What it emulates, and why each piece matters to us:
 - `GET /oauth2/v1/certs` (kid -> X.509 PEM) and `GET /oauth2/v3/certs` (JWKS): the keys
   our ID tokens are signed with, so `google.oauth2.id_token.verify_token` works.
 - `GET /tokeninfo`, `GET /oauth2/v3/userinfo`.
+- `POST /v1/projects/-/serviceAccounts/{email}:signJwt` and `:signBlob` (the IAM Service
+  Account Credentials API): a service account's system-managed key signs a JWT or bytes for
+  a caller holding an access token with the `cloud-platform` (or `iam`) scope. The token
+  endpoint accepts those JWTs for the JWT bearer grant, `sub` included, so domain-wide
+  delegation works without any key file (`google.auth.iam.Signer`, which calls `:signBlob`,
+  plus `google.oauth2.service_account.Credentials(signer, email, token_uri, subject=...)`).
+  `GET /service_accounts/v1/metadata/x509/{email}` and `/service_accounts/v1/jwk/{email}`
+  publish those keys. An unknown account, or a caller outside its `token_creators`, gets 403
+  PERMISSION_DENIED as Google answers for `projects/-/...`.
+- In process, for the Cloud Tasks emulator: `service_account_id_token(email, audience)`
+  signs an OIDC ID token for a service account like the ones Google mints for Cloud Tasks
+  and Cloud Scheduler (verifiable with the certs above), `service_account_access_token`.
 
 Control routes (never part of the emulated API), besides the shared ones in `_base`:
 
@@ -21,7 +33,9 @@ Control routes (never part of the emulated API), besides the shared ones in `_ba
   "revokeOldOnRotate", "accessTokenLifetime", "userEmail"}
 - `POST /_emulator/oauth/clients`   {"client_id", "client_secret", "redirect_uris"}
 - `POST /_emulator/oauth/service-accounts` {"client_email", "public_key_pem" |
-  "certificate_pem", "key_id", "delegation_allowed"}
+  "certificate_pem", "key_id", "delegation_allowed", "token_creators"}: the key is
+  optional (an account with only its system-managed key, for signJwt); `token_creators`
+  lists the callers (emails) allowed to sign as it, absent meaning any valid token
 - `POST /_emulator/oauth/revoke-all`  every refresh and access token stops working
 - `POST /_emulator/oauth/expire-access-tokens`  access tokens expire, grants stay valid
 - `POST /_emulator/oauth/id-token`  {"email", "audience", "email_verified", "expires_in",
@@ -37,9 +51,11 @@ Control routes (never part of the emulated API), besides the shared ones in `_ba
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import hashlib
 import html
+import json
 import re
 import secrets
 import threading
@@ -53,9 +69,10 @@ from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunspli
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from flask import Response, has_request_context, request
+from werkzeug.routing import BaseConverter
 
 from emulators._base import EmulatorApp, json_response
 
@@ -106,6 +123,16 @@ RECORDED_AUTH_PARAMS = (
 )
 MAX_ASSERTION_LIFETIME = 3600
 CLOCK_SKEW = 300
+# The IAM Service Account Credentials API: the scopes it accepts, and how far in the future
+# a signJwt `exp` may lie (absent, one hour is added).
+IAM_SCOPES = frozenset(
+    {
+        "https://www.googleapis.com/auth/cloud-platform",
+        "https://www.googleapis.com/auth/iam",
+    }
+)
+MAX_SIGNED_JWT_LIFETIME = 12 * 3600
+DEFAULT_SIGNED_JWT_LIFETIME = 3600
 _VERIFIER_RE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -207,11 +234,22 @@ class AuthCode:
 
 
 @dataclass
+class SigningKey:
+    kid: str
+    private_key: rsa.RSAPrivateKey
+    certificate_pem: str
+
+
+@dataclass
 class ServiceAccount:
     client_email: str
     unique_id: str
     keys: dict[str, Any] = field(default_factory=dict)  # key_id -> public key
     delegation_allowed: bool = True
+    # Google-managed keys (signJwt/signBlob): their public halves are in `keys` too, so the
+    # token endpoint accepts what they sign.
+    system_keys: list[SigningKey] = field(default_factory=list)
+    token_creators: frozenset[str] | None = None  # None: any caller with a valid token
 
 
 @dataclass
@@ -240,17 +278,29 @@ class Settings:
         return {key: getattr(self, attr) for key, attr in self._JSON.items()}
 
 
-@dataclass
-class SigningKey:
-    kid: str
-    private_key: rsa.RSAPrivateKey
-    certificate_pem: str
+def _jwk(key: SigningKey) -> dict[str, str]:
+    """The public half of a signing key as a JSON Web Key."""
+    numbers = key.private_key.public_key().public_numbers()
+    return {
+        "kty": "RSA",
+        "alg": "RS256",
+        "use": "sig",
+        "kid": key.kid,
+        "n": _b64url_uint(numbers.n),
+        "e": _b64url_uint(numbers.e),
+    }
 
 
-def _new_signing_key() -> SigningKey:
+class _SegmentConverter(BaseConverter):
+    """One path segment up to a ':' so `{name}:signJwt` and `{name}` don't collide."""
+
+    regex = r"[^/:]+"
+
+
+def _new_signing_key(common_name: str = "emulator.accounts.google.com") -> SigningKey:
     """An RSA key and a self-signed certificate: v1/certs publishes certificates, not keys."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "emulator.accounts.google.com")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -279,6 +329,7 @@ class OAuthEmulator:
         self._initial = (client_id, client_secret, refresh_token, redirect_uris)
         self._lock = threading.RLock()
         self.app = EmulatorApp("oauth", _error_body)
+        self.app.app.url_map.converters["seg"] = _SegmentConverter
         self._signing_keys: list[SigningKey] = [_new_signing_key()]
         self._reset_state()
         self._install_routes()
@@ -342,6 +393,47 @@ class OAuthEmulator:
             for record in self._access.values():
                 record.revoked = True
 
+    def add_service_account(
+        self,
+        email: str,
+        *,
+        delegation_allowed: bool = True,
+        token_creators: Iterable[str] | None = None,
+    ) -> dict[str, str]:
+        """Registers (or updates) a service account that has only Google-managed keys.
+
+        What the IAM Credentials API signs with; returns {"client_email", "unique_id", "key_id"}.
+        """
+        with self._lock:
+            account = self._service_account(email)
+            account.delegation_allowed = delegation_allowed
+            account.token_creators = (
+                None if token_creators is None else frozenset(e.lower() for e in token_creators)
+            )
+            key = self._system_key(account)
+            return {"client_email": email, "unique_id": account.unique_id, "key_id": key.kid}
+
+    def service_account_id_token(self, email: str, audience: str) -> str:
+        """An OIDC ID token for a service account, as Google mints for Cloud Tasks' `oidcToken`.
+
+        Signed with the keys `/oauth2/v1/certs` publishes, so receivers verify it like Google's.
+        An unknown account is registered on the way (Google would first check `actAs`).
+        """
+        with self._lock:
+            account = self._service_account(email)
+            return self.sign_id_token(self._service_account_id_claims(account, audience))
+
+    def service_account_access_token(self, email: str, scopes: Iterable[str]) -> str:
+        """An access token of a service account itself (Cloud Tasks' `oauthToken`)."""
+        with self._lock:
+            account = self._service_account(email)
+            return self._issue_access(
+                account.unique_id,
+                account.client_email,
+                _normalize_scopes(scopes),
+                service_account=account.client_email,
+            ).token
+
     # -- state ----------------------------------------------------------------------
     def _reset_state(self) -> None:
         client_id, client_secret, refresh_token, redirect_uris = self._initial
@@ -399,6 +491,46 @@ class OAuthEmulator:
         for record in self._access.values():
             if record.refresh_token == grant.token:
                 record.revoked = True
+
+    # -- service accounts -------------------------------------------------------------
+    def _find_service_account(self, name: str) -> ServiceAccount | None:
+        """An account by email or by unique id, the two names IAM accepts."""
+        account = self._service_accounts.get(name)
+        if account is None:
+            account = next(
+                (a for a in self._service_accounts.values() if a.unique_id == name), None
+            )
+        return account
+
+    def _service_account(self, email: str) -> ServiceAccount:
+        """The account with this email, registered (without user-managed keys) if unknown."""
+        account = self._service_accounts.get(email)
+        if account is None:
+            account = ServiceAccount(email, _sub_for("sa:" + email))
+            self._service_accounts[email] = account
+        return account
+
+    def _system_key(self, account: ServiceAccount) -> SigningKey:
+        """The account's current Google-managed key, made on first use."""
+        if not account.system_keys:
+            key = _new_signing_key(account.client_email)
+            account.system_keys.append(key)
+            account.keys[key.kid] = key.private_key.public_key()
+        return account.system_keys[-1]
+
+    @staticmethod
+    def _service_account_id_claims(account: ServiceAccount, audience: str) -> dict[str, Any]:
+        issued = int(time.time())
+        return {
+            "iss": ISSUER,
+            "aud": audience,
+            "azp": account.unique_id,
+            "sub": account.unique_id,
+            "email": account.client_email,
+            "email_verified": True,
+            "iat": issued,
+            "exp": issued + 3600,
+        }
 
     # -- ID tokens --------------------------------------------------------------------
     def sign_id_token(self, claims: dict[str, Any]) -> str:
@@ -577,20 +709,30 @@ class OAuthEmulator:
         @app.get("/oauth2/v3/certs")
         def certs_v3() -> Response:
             with self._lock:
-                keys = []
-                for key in self._signing_keys:
-                    numbers = key.private_key.public_key().public_numbers()
-                    keys.append(
-                        {
-                            "kty": "RSA",
-                            "alg": "RS256",
-                            "use": "sig",
-                            "kid": key.kid,
-                            "n": _b64url_uint(numbers.n),
-                            "e": _b64url_uint(numbers.e),
-                        }
-                    )
+                keys = [_jwk(key) for key in self._signing_keys]
             return json_response({"keys": keys}, headers={"Cache-Control": "public, max-age=3600"})
+
+        @app.post("/v1/projects/<seg:project>/serviceAccounts/<seg:account>:signJwt")
+        def iam_sign_jwt(project: str, account: str) -> Response:
+            return self._sign_jwt(project, account)
+
+        @app.post("/v1/projects/<seg:project>/serviceAccounts/<seg:account>:signBlob")
+        def iam_sign_blob(project: str, account: str) -> Response:
+            return self._sign_blob(project, account)
+
+        @app.get("/service_accounts/v1/metadata/x509/<seg:account>")
+        def service_account_x509(account: str) -> Response:
+            keys = self._published_keys(account)
+            if keys is None:
+                return self.app.error(404, "notFound", f"Service account {account} not found.")
+            return json_response({k.kid: k.certificate_pem for k in keys})
+
+        @app.get("/service_accounts/v1/jwk/<seg:account>")
+        def service_account_jwk(account: str) -> Response:
+            keys = self._published_keys(account)
+            if keys is None:
+                return self.app.error(404, "notFound", f"Service account {account} not found.")
+            return json_response({"keys": [_jwk(k) for k in keys]})
 
         @app.get("/.well-known/openid-configuration")
         def discovery() -> Response:
@@ -867,18 +1009,8 @@ class OAuthEmulator:
         target_audience = claims.get("target_audience")
         scopes = _normalize_scopes(str(claims.get("scope", "")))
         if target_audience:
-            issued = int(now)
             id_token = self.sign_id_token(
-                {
-                    "iss": ISSUER,
-                    "aud": str(target_audience),
-                    "azp": account.unique_id,
-                    "sub": account.unique_id,
-                    "email": account.client_email,
-                    "email_verified": True,
-                    "iat": issued,
-                    "exp": issued + 3600,
-                }
+                self._service_account_id_claims(account, str(target_audience))
             )
             return json_response({"id_token": id_token})
         if not scopes:
@@ -907,6 +1039,157 @@ class OAuthEmulator:
                 "token_type": "Bearer",
             }
         )
+
+    # -- IAM Service Account Credentials API ---------------------------------------------
+    def _iam_caller(self) -> tuple[dict[str, Any] | None, Response | None]:
+        """Who calls, from the bearer token; it needs the cloud-platform (or iam) scope."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None, self.app.error(
+                401,
+                "required",
+                "Request is missing required authentication credential. Expected OAuth 2 "
+                "access token, login cookie or other valid authentication credential.",
+            )
+        info = self.access_token_info(token.strip())
+        if info is None:
+            return None, self.app.error(
+                401,
+                "authError",
+                "Request had invalid authentication credentials. Expected OAuth 2 access "
+                "token, login cookie or other valid authentication credential.",
+            )
+        if not IAM_SCOPES & set(info["scopes"]):
+            return None, self.app.error(
+                403,
+                "insufficientPermissions",
+                "Request had insufficient authentication scopes.",
+            )
+        return info, None
+
+    def _iam_account(
+        self, project: str, name: str, permission: str, caller: dict[str, Any]
+    ) -> tuple[ServiceAccount | None, Response | None]:
+        """The account to sign as; unknown and not-allowed look alike (403), as with `-`."""
+        if project != "-":
+            return None, self.app.error(
+                400,
+                "badRequest",
+                "The project in the resource name must be the '-' wildcard: "
+                f"projects/-/serviceAccounts/{name}",
+            )
+        account = self._find_service_account(name)
+        caller_email = str(caller.get("email") or "").lower()
+        if account is None or (
+            account.token_creators is not None and caller_email not in account.token_creators
+        ):
+            return None, self.app.error(
+                403,
+                "forbidden",
+                f"Permission '{permission}' denied on resource (or it may not exist).",
+            )
+        return account, None
+
+    def _iam_request(
+        self, project: str, name: str, permission: str
+    ) -> tuple[ServiceAccount | None, dict[str, Any], Response | None]:
+        """Authenticates, finds the account, reads the body and checks its `delegates`."""
+        caller, problem = self._iam_caller()
+        if problem is not None or caller is None:
+            return None, {}, problem
+        account, problem = self._iam_account(project, name, permission, caller)
+        if problem is not None or account is None:
+            return None, {}, problem
+        body = request.get_json(force=True, silent=True)
+        if not isinstance(body, dict):
+            return None, {}, self.app.error(400, "badRequest", "Invalid JSON payload received.")
+        delegates = body.get("delegates") or []
+        if not isinstance(delegates, list):
+            return None, {}, self.app.error(400, "badRequest", "delegates must be a list.")
+        for delegate in delegates:
+            prefix, _, delegate_name = str(delegate).rpartition("/")
+            if prefix != "projects/-/serviceAccounts" or not delegate_name:
+                return (
+                    None,
+                    {},
+                    self.app.error(
+                        400,
+                        "badRequest",
+                        "Delegates must look like "
+                        "projects/-/serviceAccounts/{ACCOUNT_EMAIL_OR_UNIQUEID}.",
+                    ),
+                )
+            if self._find_service_account(delegate_name) is None:
+                return (
+                    None,
+                    {},
+                    self.app.error(
+                        403,
+                        "forbidden",
+                        "Permission 'iam.serviceAccounts.getAccessToken' denied on resource "
+                        "(or it may not exist).",
+                    ),
+                )
+        return account, body, None
+
+    def _sign_jwt(self, project: str, name: str) -> Response:
+        with self._lock:
+            account, body, problem = self._iam_request(project, name, "iam.serviceAccounts.signJwt")
+            if problem is not None or account is None:
+                return problem or self.app.error(500, "internal", "no account")
+            payload = body.get("payload")
+            try:
+                claims = json.loads(payload) if isinstance(payload, str) else None
+            except ValueError:
+                claims = None
+            if not isinstance(claims, dict):
+                return self.app.error(
+                    400,
+                    "badRequest",
+                    "payload must be a serialized JSON object (a JWT Claims Set).",
+                )
+            now = int(time.time())
+            exp = claims.get("exp")
+            if exp is None:
+                claims["exp"] = now + DEFAULT_SIGNED_JWT_LIFETIME
+            elif (
+                not isinstance(exp, int)
+                or isinstance(exp, bool)
+                or exp < now
+                or exp > now + MAX_SIGNED_JWT_LIFETIME
+            ):
+                return self.app.error(
+                    400,
+                    "badRequest",
+                    "The exp claim must be an integer timestamp, not in the past and at most "
+                    "12 hours in the future.",
+                )
+            key = self._system_key(account)
+            headers = {"kid": key.kid}
+            signed = jwt.encode(claims, key.private_key, algorithm="RS256", headers=headers)
+            return json_response({"keyId": key.kid, "signedJwt": signed})
+
+    def _sign_blob(self, project: str, name: str) -> Response:
+        with self._lock:
+            account, body, problem = self._iam_request(
+                project, name, "iam.serviceAccounts.signBlob"
+            )
+            if problem is not None or account is None:
+                return problem or self.app.error(500, "internal", "no account")
+            try:
+                data = base64.b64decode(str(body.get("payload", "")), validate=True)
+            except (binascii.Error, ValueError):
+                return self.app.error(400, "badRequest", "payload must be base64-encoded bytes.")
+            key = self._system_key(account)
+            signature = key.private_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+            return json_response(
+                {"keyId": key.kid, "signedBlob": base64.b64encode(signature).decode()}
+            )
+
+    def _published_keys(self, name: str) -> list[SigningKey] | None:
+        with self._lock:
+            account = self._find_service_account(name)
+            return None if account is None else list(account.system_keys)
 
     # -- tokeninfo ------------------------------------------------------------------
     def _tokeninfo(self) -> Response:
@@ -983,31 +1266,40 @@ class OAuthEmulator:
             raw = request.get_json(force=True, silent=True) or {}
             email = raw.get("client_email")
             pem = raw.get("public_key_pem") or raw.get("certificate_pem")
-            if not email or not pem:
-                return self.app.error(
-                    400, "badRequest", "client_email and public_key_pem/certificate_pem required"
-                )
-            key: Any
-            try:
-                if raw.get("certificate_pem"):
-                    key = x509.load_pem_x509_certificate(pem.encode()).public_key()
-                else:
-                    key = serialization.load_pem_public_key(pem.encode())
-            except ValueError as exc:
-                return self.app.error(400, "badRequest", f"Unreadable key: {exc}")
-            if not isinstance(key, rsa.RSAPublicKey):
-                return self.app.error(400, "badRequest", "Service-account keys are RSA keys")
-            key_id = str(raw.get("key_id") or secrets.token_hex(20))
+            creators = raw.get("token_creators")
+            if not email:
+                return self.app.error(400, "badRequest", "client_email required")
+            if creators is not None and (
+                not isinstance(creators, list) or not all(isinstance(c, str) for c in creators)
+            ):
+                return self.app.error(400, "badRequest", "token_creators must list emails")
+            key: Any = None
+            if pem:
+                try:
+                    if raw.get("certificate_pem"):
+                        key = x509.load_pem_x509_certificate(pem.encode()).public_key()
+                    else:
+                        key = serialization.load_pem_public_key(pem.encode())
+                except ValueError as exc:
+                    return self.app.error(400, "badRequest", f"Unreadable key: {exc}")
+                if not isinstance(key, rsa.RSAPublicKey):
+                    return self.app.error(400, "badRequest", "Service-account keys are RSA keys")
+            delegation = bool(raw.get("delegation_allowed", True))
             with self._lock:
-                account = self._service_accounts.get(email)
-                if account is None:
-                    account = ServiceAccount(email, _sub_for("sa:" + email))
-                    self._service_accounts[email] = account
-                account.keys[key_id] = key
-                account.delegation_allowed = bool(raw.get("delegation_allowed", True))
-            return json_response(
-                {"client_email": email, "key_id": key_id, "unique_id": account.unique_id}
-            )
+                if key is None:  # only a Google-managed key, made now
+                    registered = self.add_service_account(
+                        email, delegation_allowed=delegation, token_creators=creators
+                    )
+                    key_id, unique_id = registered["key_id"], registered["unique_id"]
+                else:
+                    account = self._service_account(email)
+                    account.delegation_allowed = delegation
+                    if creators is not None:
+                        account.token_creators = frozenset(c.lower() for c in creators)
+                    key_id = str(raw.get("key_id") or secrets.token_hex(20))
+                    account.keys[key_id] = key
+                    unique_id = account.unique_id
+            return json_response({"client_email": email, "key_id": key_id, "unique_id": unique_id})
 
         @app.post("/_emulator/oauth/revoke-all")
         def oauth_revoke_all() -> Response:

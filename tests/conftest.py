@@ -41,6 +41,9 @@ def client(stack: LocalStack) -> Iterator[StackClient]:
     # delivery writes or counts can leak into this test. The webhook destination the stack
     # configured stays; the deliveries log is emptied.
     requests.post(f"{bases['mercadopago']}/_emulator/mercadopago/reset", timeout=60)
+    # Cloud Tasks' dispatches may call functions too: its reset also waits for those in
+    # flight, then drops every task and the dispatch log; the seeded queue is put back.
+    requests.post(f"{bases['cloudtasks']}/_emulator/cloudtasks/reset", timeout=60)
     stack.firestore.reset(stack.project_id)
     for base in bases.values():
         requests.post(f"{base}/_emulator/stats/reset", timeout=5)
