@@ -133,12 +133,15 @@ sa_email() { echo "$1@$PROJECT.iam.gserviceaccount.com"; }
 fn_account() { sa_email "fn-${1//_/-}"; }
 BUILDER=$(sa_email fn-builder)
 SCHEDULER=$(sa_email scheduler-invoker)
+TASKS=$(sa_email tasks-invoker)
+QUEUE="projects/$PROJECT/locations/$REGION/queues/schedule-class"
 
 missing=()
 accounts=("$BUILDER")
 for name in "${functions[@]}"; do
   accounts+=("$(fn_account "$name")")
   [ "${INVOKER[$name]}" = scheduler ] && accounts+=("$SCHEDULER")
+  [ "${INVOKER[$name]}" = tasks ] && accounts+=("$TASKS")
 done
 for email in $(printf '%s\n' "${accounts[@]}" | sort -u); do
   "$GCLOUD" iam service-accounts describe "$email" --project="$PROJECT" --format='value(email)' \
@@ -170,6 +173,10 @@ env_vars+=";OAUTH_REDIRECT_URI=$base_url/oauth_callback"
 env_vars+=";NOTIFICATIONS_URL=$base_url/calendar_notifications"
 env_vars+=";PUBLIC_EVENTS_ENABLED=${PUBLIC_EVENTS_ENABLED:-false}"
 env_vars+=";PUBLIC_CALENDAR_ID=${PUBLIC_CALENDAR_ID:-}"
+# The queue between payments and Calendar (created by Terraform, infra/main.tf).
+env_vars+=";SCHEDULING_QUEUE=$QUEUE"
+env_vars+=";SCHEDULE_CLASS_URL=$base_url/schedule_class"
+env_vars+=";TASKS_INVOKER_EMAIL=$TASKS"
 
 # Scheduled functions check the scheduler's OIDC token themselves too (shared/channels.py).
 scheduler_env() {
@@ -197,7 +204,10 @@ for name in "${functions[@]}"; do
 done
 
 for name in "${functions[@]}"; do
-  if [ "${INVOKER[$name]}" = scheduler ]; then access=--no-allow-unauthenticated; else access=--allow-unauthenticated; fi
+  case "${INVOKER[$name]}" in
+    scheduler|tasks) access=--no-allow-unauthenticated ;;
+    *) access=--allow-unauthenticated ;;
+  esac
   run "$GCLOUD" functions deploy "$name" --gen2 --quiet \
     --project="$PROJECT" --region="$REGION" \
     --runtime="$RUNTIME" --entry-point="$name" --source="$BUILD_DIR/$name" --trigger-http \
@@ -207,6 +217,10 @@ for name in "${functions[@]}"; do
     --timeout="${TIMEOUT[$name]}s" --min-instances=0 --max-instances="${MAX_INSTANCES[$name]}" \
     --ingress-settings=all --set-env-vars="$env_vars$(scheduler_env "$name")" "$access"
 
+  if [ "${INVOKER[$name]}" = tasks ]; then
+    run "$GCLOUD" functions add-invoker-policy-binding "$name" \
+      --project="$PROJECT" --region="$REGION" --member="serviceAccount:$TASKS"
+  fi
   [ "${INVOKER[$name]}" = scheduler ] || continue
   run "$GCLOUD" functions add-invoker-policy-binding "$name" \
     --project="$PROJECT" --region="$REGION" --member="serviceAccount:$SCHEDULER"

@@ -38,6 +38,7 @@ CALENDAR_ID = "clases@demo-virtual-classes.local"
 ADMIN_EMAIL = "admin@example.com"
 # Cloud Tasks: the region infra/ deploys to, and the queue classes will be scheduled through.
 CLOUD_TASKS_LOCATION = "southamerica-east1"
+TASKS_INVOKER = "tasks-invoker@demo-virtual-classes.iam.gserviceaccount.com"
 SCHEDULE_QUEUE_ID = "schedule-class"
 OPENAPI = ROOT / "docs" / "openapi.yaml"
 
@@ -186,8 +187,8 @@ class LocalStack:
             "GOOGLE_OAUTH_TOKEN_URI": f"{oauth_base}/token",
             "GOOGLE_CERTS_URL": f"{oauth_base}/oauth2/v1/certs",
             "MERCADOPAGO_API_BASE": urls["mercadopago"],
-            # Read by no function yet: where the Cloud Tasks client and the IAM Credentials
-            # API (signJwt/signBlob, served by the OAuth emulator) are to be pointed.
+            # Where the Cloud Tasks client and the IAM Credentials API (signJwt/signBlob,
+            # served by the OAuth emulator) are pointed.
             "CLOUD_TASKS_ENDPOINT": urls["cloudtasks"],
             "IAM_CREDENTIALS_ENDPOINT": oauth_base,
             "OAUTHLIB_INSECURE_TRANSPORT": "1",  # the OAuth emulator speaks http on loopback
@@ -197,6 +198,11 @@ class LocalStack:
         }
         if "oauth_callback" in function_urls:
             env["OAUTH_REDIRECT_URI"] = function_urls["oauth_callback"]
+        if "schedule_class" in function_urls:
+            # The queue's target and the identity of its OIDC tokens; the webhook still calls
+            # Calendar itself unless SCHEDULING_QUEUE is set (tests of the queue set it).
+            env["SCHEDULE_CLASS_URL"] = function_urls["schedule_class"]
+            env["TASKS_INVOKER_EMAIL"] = TASKS_INVOKER
         if "calendar_notifications" in function_urls:
             env["NOTIFICATIONS_URL"] = function_urls["calendar_notifications"]
         if "payment_webhook" in function_urls:

@@ -13,7 +13,8 @@ locals {
     if fileexists("${path.module}/../functions/${name}/main.py")
   }
   scheduled = { for name, fn in local.functions : name => fn if fn.invoker == "scheduler" }
-  open      = { for name, fn in local.functions : name => fn if fn.invoker != "scheduler" }
+  queued    = { for name, fn in local.functions : name => fn if fn.invoker == "tasks" }
+  open      = { for name, fn in local.functions : name => fn if !contains(["scheduler", "tasks"], fn.invoker) }
 
   # Gen2 functions keep the predictable cloudfunctions.net address, so the functions can be
   # told each other's URLs without a dependency cycle.
@@ -57,6 +58,9 @@ locals {
     NOTIFICATIONS_URL            = local.urls["calendar_notifications"]
     PUBLIC_EVENTS_ENABLED        = tostring(var.public_events_enabled)
     PUBLIC_CALENDAR_ID           = var.public_calendar_id
+    SCHEDULING_QUEUE             = google_cloud_tasks_queue.schedule_class.id
+    SCHEDULE_CLASS_URL           = local.urls["schedule_class"]
+    TASKS_INVOKER_EMAIL          = google_service_account.tasks.email
   }
   # Scheduled functions check the scheduler's OIDC token themselves too (shared/channels.py).
   scheduler_environment = {
@@ -72,6 +76,8 @@ locals {
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
     "cloudscheduler.googleapis.com",
+    "cloudtasks.googleapis.com",
+    "iamcredentials.googleapis.com",
     "firestore.googleapis.com",
     "iam.googleapis.com",
     "run.googleapis.com",
@@ -263,6 +269,56 @@ resource "google_service_account" "scheduler" {
   description  = "Signs the OIDC tokens Cloud Scheduler sends to the scheduled functions."
 }
 
+# Cloud Tasks calls schedule_class with an OIDC token of this identity.
+resource "google_service_account" "tasks" {
+  account_id   = "tasks-invoker"
+  display_name = "Cloud Tasks invoker"
+  description  = "Signs the OIDC tokens the schedule-class queue sends to schedule_class."
+}
+
+# The queue between payments and Calendar. Google allows one user about 600 Calendar
+# requests a minute; a class costs one or two, so 4 dispatches a second stays below it with
+# room for the webhook's reads and the sync. Retries never give up (reconcile would notice
+# within 15 minutes anyway) and back off to five minutes; a 429 from schedule_class slows
+# the queue further.
+resource "google_cloud_tasks_queue" "schedule_class" {
+  name     = "schedule-class"
+  location = var.region
+
+  rate_limits {
+    max_dispatches_per_second = 4
+    max_concurrent_dispatches = 8
+  }
+
+  retry_config {
+    max_attempts       = -1
+    max_retry_duration = "0s"
+    min_backoff        = "5s"
+    max_backoff        = "300s"
+    max_doublings      = 5
+  }
+
+  depends_on = [google_project_service.api]
+}
+
+# Who enqueues (the webhook), pauses (schedule_class on Google's usage limit) and resumes
+# (reconcile, when the limit should be over): the queue's own IAM, not the project's.
+resource "google_cloud_tasks_queue_iam_member" "queue_user" {
+  for_each = toset(["payment_webhook", "reconcile", "schedule_class", "manage_booking"])
+  name     = google_cloud_tasks_queue.schedule_class.id
+  location = var.region
+  role     = "roles/cloudtasks.queueAdmin"
+  member   = google_service_account.function[each.key].member
+}
+
+# Enqueuing a task with the tasks identity's OIDC token requires acting as it.
+resource "google_service_account_iam_member" "act_as_tasks" {
+  for_each           = toset(["payment_webhook", "reconcile"])
+  service_account_id = google_service_account.tasks.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = google_service_account.function[each.key].member
+}
+
 # -- Function sources ------------------------------------------------------------------
 
 resource "google_storage_bucket" "sources" {
@@ -362,6 +418,14 @@ resource "google_cloud_run_v2_service_iam_member" "scheduler" {
   name     = google_cloudfunctions2_function.function[each.key].service_config[0].service
   role     = "roles/run.invoker"
   member   = google_service_account.scheduler.member
+}
+
+resource "google_cloud_run_v2_service_iam_member" "tasks" {
+  for_each = var.manage_functions ? local.queued : {}
+  location = var.region
+  name     = google_cloudfunctions2_function.function[each.key].service_config[0].service
+  role     = "roles/run.invoker"
+  member   = google_service_account.tasks.member
 }
 
 resource "google_cloud_scheduler_job" "job" {

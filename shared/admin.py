@@ -25,7 +25,13 @@ from shared.errors import Forbidden, TransientUpstreamError, Unauthenticated
 from shared.secrets import matching_secret
 from shared.upstream import Deadline, Upstream, call
 
-__all__ = ["Admin", "require_admin", "require_scheduler_or_admin", "verify_id_token"]
+__all__ = [
+    "Admin",
+    "require_admin",
+    "require_scheduler_or_admin",
+    "require_tasks_or_admin",
+    "verify_id_token",
+]
 
 
 @dataclass(frozen=True)
@@ -162,32 +168,47 @@ def require_admin(headers: dict[str, str], deadline: Deadline | None = None) -> 
 
 
 def require_scheduler_or_admin(headers: Mapping[str, str], deadline: Deadline) -> str:
-    """Cloud Scheduler's OIDC token (its own audience and service account), or an admin.
-
-    The scheduler's ID token is checked first when a scheduler audience is configured; any
-    other credential goes through `require_admin` (API key or an admin's ID token), so an
-    on-call engineer can run a scheduled job by hand.
-    """
+    """Cloud Scheduler's OIDC token (its own audience and service account), or an admin."""
     settings = get_settings()
+    return _invoker_or_admin(
+        headers,
+        deadline,
+        settings.scheduler_audience,
+        settings.scheduler_invoker_emails,
+        "scheduler",
+    )
+
+
+def require_tasks_or_admin(headers: Mapping[str, str], deadline: Deadline) -> str:
+    """Cloud Tasks' OIDC token (the queue's own service account), or an admin."""
+    settings = get_settings()
+    audience = settings.tasks_audience or settings.schedule_class_url
+    invokers = (settings.tasks_invoker_email.lower(),) if settings.tasks_invoker_email else ()
+    return _invoker_or_admin(headers, deadline, audience, invokers, "tasks")
+
+
+def _invoker_or_admin(
+    headers: Mapping[str, str],
+    deadline: Deadline,
+    audience: str,
+    invokers: tuple[str, ...],
+    kind: str,
+) -> str:
+    """A Google-signed OIDC token for `audience` from one of `invokers` is checked first;
+    any other credential goes through `require_admin` (API key or an admin's ID token), so
+    an on-call engineer can run the job by hand."""
     scheme, _, token = headers.get("authorization", "").partition(" ")
-    if settings.scheduler_audience and scheme.lower() == "bearer" and token.strip():
-        claims = _scheduler_claims(token.strip(), deadline)
+    if audience and scheme.lower() == "bearer" and token.strip():
+        try:
+            claims = verify_id_token(token.strip(), audience, deadline)
+        except Unauthenticated:
+            claims = None  # not for this audience: maybe an admin's ID token
         if claims is not None:
             email = str(claims.get("email") or "").lower()
-            if claims.get("email_verified") is not True or email not in (
-                settings.scheduler_invoker_emails
-            ):
-                raise Forbidden("this account may not run scheduled jobs")
-            return f"scheduler:{email}"
+            if claims.get("email_verified") is not True or email not in invokers:
+                raise Forbidden(f"this account may not run {kind} jobs")
+            return f"{kind}:{email}"
     return require_admin(dict(headers), deadline).identity
-
-
-def _scheduler_claims(token: str, deadline: Deadline) -> Mapping[str, Any] | None:
-    """The token's claims if Google signed it for the scheduler audience, else None."""
-    try:
-        return verify_id_token(token, get_settings().scheduler_audience, deadline)
-    except Unauthenticated:
-        return None
 
 
 on_reset(_certs.clear)

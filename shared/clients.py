@@ -14,11 +14,12 @@ from typing import Any
 import requests
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import firestore, secretmanager
+from google.cloud import firestore, secretmanager, tasks_v2
 
 from shared.config import get_settings
 
 __all__ = [
+    "cloud_tasks_client",
     "firestore_client",
     "http_session",
     "lazy",
@@ -81,6 +82,22 @@ def secret_manager_client() -> secretmanager.SecretManagerServiceClient:
         return secretmanager.SecretManagerServiceClient(transport="rest")
 
     return lazy("secretmanager", build)
+
+
+def cloud_tasks_client() -> tasks_v2.CloudTasksClient:
+    """REST transport: the same client works against Google and the local emulator."""
+
+    def build() -> tasks_v2.CloudTasksClient:
+        endpoint = get_settings().cloud_tasks_endpoint
+        if endpoint:
+            return tasks_v2.CloudTasksClient(
+                transport="rest",
+                credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                client_options=ClientOptions(api_endpoint=endpoint),
+            )
+        return tasks_v2.CloudTasksClient(transport="rest")
+
+    return lazy("cloudtasks", build)
 
 
 def http_session() -> requests.Session:

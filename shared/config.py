@@ -30,6 +30,9 @@ TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 CALENDAR_AUTH_MODES = ("oauth", "service_account")
 _EMAIL = re.compile(r"[^@\s,]+@[^@\s,]+\.[^@\s,]+")
+_QUEUE = re.compile(
+    r"projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/locations/[a-z0-9-]+/queues/[A-Za-z0-9-]{1,100}"
+)
 _PROJECT_ID = re.compile(r"([a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")
 _DATABASE_ID = re.compile(r"\(default\)|[a-z][a-z0-9-]{2,61}[a-z0-9]")
 _RESERVED_ID = re.compile(r"__.*__")
@@ -160,6 +163,13 @@ class Settings:
     channel_renew_before_seconds: float = 24 * 3600.0
     scheduler_audience: str = ""
     scheduler_invoker_emails: tuple[str, ...] = ()
+    # The queue between payments and Calendar (empty: the webhook calls Calendar itself).
+    scheduling_queue: str = ""
+    cloud_tasks_endpoint: str = ""
+    schedule_class_url: str = ""
+    tasks_invoker_email: str = ""
+    tasks_audience: str = ""
+    iam_credentials_endpoint: str = ""
     secrets: SecretNames = field(default_factory=SecretNames)
 
     @property
@@ -221,7 +231,22 @@ def read_settings(environ: Mapping[str, str]) -> Settings:
         ),
         scheduler_audience=env.text("SCHEDULER_AUDIENCE"),
         scheduler_invoker_emails=env.emails("SCHEDULER_INVOKER_EMAILS"),
+        scheduling_queue=env.matching(
+            "SCHEDULING_QUEUE", _QUEUE, "a queue name, projects/P/locations/L/queues/Q"
+        ),
+        cloud_tasks_endpoint=env.url("CLOUD_TASKS_ENDPOINT"),
+        schedule_class_url=env.url("SCHEDULE_CLASS_URL"),
+        tasks_invoker_email=env.matching("TASKS_INVOKER_EMAIL", _EMAIL, "an email"),
+        tasks_audience=env.text("TASKS_AUDIENCE"),
+        iam_credentials_endpoint=env.url("IAM_CREDENTIALS_ENDPOINT"),
     )
+    if settings.scheduling_queue and not (
+        settings.schedule_class_url and settings.tasks_invoker_email
+    ):
+        raise InvalidSettings(
+            "SCHEDULING_QUEUE needs SCHEDULE_CLASS_URL and TASKS_INVOKER_EMAIL (where tasks "
+            "go and whose OIDC token they carry)"
+        )
     if settings.scheduler_audience and not settings.scheduler_invoker_emails:
         raise InvalidSettings(
             "SCHEDULER_INVOKER_EMAILS must name the scheduler's service account when "

@@ -10,7 +10,9 @@ is acknowledged with 200 instead of provoking a retry storm; `http_answer` decid
     |   +-- InvalidRequest 400, Unauthenticated 401, Forbidden 403, NotFound 404,
     |       MethodNotAllowed 405, Conflict 409, PayloadTooLarge 413, UnsupportedMediaType 415
     +-- UpstreamError (Google, Mercado Pago, Firestore)
-    |   +-- TransientUpstreamError 503, retry (rate limits, 5xx, timeouts, budget spent)
+    |   +-- TransientUpstreamError 503, retry (5xx, timeouts, budget spent)
+    |   |   +-- RateLimited (429 to a queue, 503 to webhook senders)
+    |   |   +-- UsageLimitExceeded (Google's anti-abuse limit: not retried in the request)
     |   |   +-- CredentialsRejected (our token refused; not retried in the request)
     |   |       +-- ReauthorizationRequired (the Google grant is gone; an admin must consent)
     |   +-- PermanentUpstreamError 502 (a retry cannot help)
@@ -39,6 +41,7 @@ __all__ = [
     "PayloadTooLarge",
     "PermanentUpstreamError",
     "PlatformError",
+    "RateLimited",
     "ReauthorizationRequired",
     "RequestError",
     "TransientUpstreamError",
@@ -50,6 +53,7 @@ __all__ = [
     "UpstreamGone",
     "UpstreamNotFound",
     "UpstreamPreconditionFailed",
+    "UsageLimitExceeded",
     "http_answer",
 ]
 
@@ -60,6 +64,7 @@ class PlatformError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal"
     retry: ClassVar[bool] = False
+    retry_after: ClassVar[int] = 30
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -124,6 +129,24 @@ class TransientUpstreamError(UpstreamError):
     status = 503
     code = "upstream_unavailable"
     retry = True
+
+
+class RateLimited(TransientUpstreamError):
+    """The upstream asks us to slow down (Calendar 403/429 `rateLimitExceeded`): backed off
+    and retried; a queue that delivered the work is answered 429 with `Retry-After`."""
+
+    status = 429
+    code = "rate_limited"
+    retry_after = 10
+
+
+class UsageLimitExceeded(TransientUpstreamError):
+    """Google's anti-abuse limit (403 `quotaExceeded`, "Calendar usage limits exceeded."):
+    not a blip, the calendar may stay limited for hours. No retry in the request; the work
+    waits (the queue is paused) and nothing is lost."""
+
+    code = "usage_limit_exceeded"
+    retry_after = 600
 
 
 class CredentialsRejected(TransientUpstreamError):
@@ -197,7 +220,9 @@ def http_answer(error: PlatformError, *, webhook: bool = False) -> HttpAnswer:
     """
     body: dict[str, Any] = {"error": {"code": error.code, "message": error.message}}
     if error.retry:
-        return HttpAnswer(503, body, retry_after=30)
+        # A queue (Cloud Tasks) backs off harder on 429; webhook senders only know "not 2xx".
+        status = 429 if isinstance(error, RateLimited) and not webhook else 503
+        return HttpAnswer(status, body, retry_after=error.retry_after)
     if webhook and not isinstance(error, RequestError):
         return HttpAnswer(200, {"status": "acknowledged", **body})
     return HttpAnswer(error.status, body)

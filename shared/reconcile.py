@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from shared import logs, store
+from shared import logs, queue, store
 from shared.bookings import (
     ENDED,
     SERVER_TIME,
@@ -36,19 +36,23 @@ from shared.bookings import (
     CalendarStatus,
     ClassEvent,
     ConferenceStatus,
-    InvalidBooking,
     Issue,
     Person,
     SeatStatus,
     Session,
     conference_fields,
-    decide_reconcile,
 )
-from shared.calendar import add_attendee, calendar_api, cancel_event, ensure_class_event
+from shared.calendar import add_attendee, calendar_api, cancel_event
 from shared.config import TIME_ZONE
 from shared.errors import PermanentUpstreamError, PlatformError, TransientUpstreamError
 from shared.payments import PaymentNotification
-from shared.scheduling import Outcome, apply_payment_notification, join_session, write_decision
+from shared.scheduling import (
+    Outcome,
+    Step,
+    apply_payment_notification,
+    finish_paid_booking,
+    on_booking,
+)
 from shared.upstream import Deadline
 
 __all__ = ["PAGE_SIZE", "Reconciliation", "sweep"]
@@ -96,9 +100,17 @@ class _OutOfTime(Exception):
     pass
 
 
-def sweep(deadline: Deadline) -> Reconciliation:
-    """One sweep over every kind; a transient failure or the budget ends it early."""
+def sweep(deadline: Deadline, *, resume_queue: bool = False) -> Reconciliation:
+    """One sweep over every kind; a transient failure or the budget ends it early.
+
+    First, a queue paused for Google's usage limit is resumed once the limit should be
+    over (or at once with `resume_queue`: an admin says so)."""
     run = Reconciliation()
+    try:
+        if queue.resume_if_due(deadline, now=resume_queue):
+            run.count("queue_resumed", Outcome("resumed", "", ""))
+    except PlatformError as exc:
+        logs.warning("the scheduling queue could not be resumed", detail=exc.message)
     steps: list[Callable[[Reconciliation, Deadline], None]] = [
         _waiting_for_event,
         _meet_pending,
@@ -140,9 +152,6 @@ def _pages(kind: store.Backlog, deadline: Deadline, since: str = "") -> Iterator
 # -- bookings ----------------------------------------------------------------------------------
 
 
-Step = Callable[[store.BookingRead, Booking, Deadline], Outcome]
-
-
 def _each_booking(
     run: Reconciliation, kind: store.Backlog, step: Callable[[], Step], deadline: Deadline
 ) -> None:
@@ -150,7 +159,7 @@ def _each_booking(
         _in_time(deadline)
         try:
             outcome = store.until_committed(
-                _fresh_after_first(first, step(), deadline), deadline, "reconcile booking"
+                on_booking(first, step(), deadline), deadline, "reconcile booking"
             )
         except TransientUpstreamError:
             run.count(kind.value, Outcome("retry_later", "", first.booking_id))
@@ -158,64 +167,17 @@ def _each_booking(
         run.count(kind.value, outcome)
 
 
-def _fresh_after_first(
-    first: store.BookingRead, step: Step, deadline: Deadline
-) -> Callable[[], Outcome]:
-    """An attempt that uses the sweep's read once, then reads the booking afresh."""
-    reads = [first]
-
-    def attempt() -> Outcome:
-        read = reads.pop() if reads else store.read_booking(first.booking_id, deadline)
-        if read.data is None:
-            return Outcome("nothing_to_do", "", first.booking_id)
-        try:
-            booking = Booking.from_document(read.booking_id, read.data)
-        except InvalidBooking as exc:
-            logs.error(
-                "booking cannot become an event", booking_id=read.booking_id, detail=exc.message
-            )
-            return Outcome("invalid_booking", "", read.booking_id)
-        return step(read, booking, deadline)
-
-    return attempt
-
-
 def _waiting_for_event(run: Reconciliation, deadline: Deadline) -> None:
-    _each_booking(run, store.Backlog.WAITING_FOR_EVENT, _creating_event, deadline)
-
-
-def _creating_event() -> Step:
-    """The step for a paid booking without event; it remembers the event it created, so a
-    retry after a lost race cancels it if the booking no longer wants its class."""
-    created = ""
-
-    def step(read: store.BookingRead, booking: Booking, deadline: Deadline) -> Outcome:
-        nonlocal created
-        decision = decide_reconcile(booking, created)
-        if decision.join_session:  # a paid seat missing from its session's event
-            held = Outcome("seat_held", booking.payment_id, booking.id)
-            return join_session(held, deadline)
-        if decision.create_event:
-            try:
-                decision = decision.with_event(
-                    ensure_class_event(booking, booking.payment_id, deadline)
-                )
-                created = decision.event.event_id if decision.event else created
-            except (InvalidBooking, PermanentUpstreamError) as exc:
-                logs.error(
-                    "Google Calendar rejected the class event",
-                    booking_id=booking.id,
-                    detail=exc.message,
-                )
-                decision = decision.without_event(
-                    "calendar_rejected", exc.message, CalendarStatus.REJECTED
-                )
-        if decision.cancel_event:
-            decision = decision.with_cancelled(cancel_event(decision.cancel_event, deadline))
-        write_decision(read, decision, booking.payment_id, deadline)
-        return Outcome(decision.outcome, booking.payment_id, booking.id, decision.event)
-
-    return step
+    for first in _pages(store.Backlog.WAITING_FOR_EVENT, deadline):
+        _in_time(deadline)
+        try:
+            outcome = finish_paid_booking(first.booking_id, deadline, first)
+        except TransientUpstreamError:
+            run.count(
+                store.Backlog.WAITING_FOR_EVENT.value, Outcome("retry_later", "", first.booking_id)
+            )
+            raise
+        run.count(store.Backlog.WAITING_FOR_EVENT.value, outcome)
 
 
 def _meet_pending(run: Reconciliation, deadline: Deadline) -> None:

@@ -15,10 +15,11 @@ attempt adopts the event the first created.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared import logs, store
+from shared import logs, queue, store
 from shared.bookings import (
     SERVER_TIME,
     Booking,
@@ -31,6 +32,7 @@ from shared.bookings import (
     conference_fields,
     decide_leave,
     decide_payment,
+    decide_reconcile,
     decide_seat,
     decide_seat_joined,
     refund_key,
@@ -54,8 +56,11 @@ from shared.upstream import Deadline
 
 __all__ = [
     "Outcome",
+    "Step",
     "apply_payment_notification",
+    "finish_paid_booking",
     "join_session",
+    "on_booking",
     "with_session",
     "write_decision",
 ]
@@ -106,6 +111,10 @@ def apply_payment_notification(note: PaymentNotification, deadline: Deadline) ->
             logs.bind(booking_id=read.booking_id)
         decision = decide_payment(read.booking_id, read.data, read.claimed_by, payment, created)
         decision, session = with_session(decision, deadline)
+        if decision.create_event and queue.enabled():
+            # Paid now; the queue creates the event at Calendar's pace (schedule_class).
+            reason = "queued for Google Calendar"
+            decision = decision.without_event("queued", reason, CalendarStatus.PENDING_CREATION)
         if decision.create_event:
             decision = _create_event(read, decision, payment.id, deadline)
             created = decision.event.event_id if decision.event else created
@@ -118,7 +127,9 @@ def apply_payment_notification(note: PaymentNotification, deadline: Deadline) ->
     outcome = store.until_committed(attempt, deadline, "apply payment")
     if refund:
         refund_payment(outcome.payment_id, refund_key(refund), deadline)
-    if outcome.outcome == "seat_held":
+    if outcome.outcome == "queued" or (outcome.outcome == "seat_held" and queue.enabled()):
+        queue.enqueue_class(outcome.booking_id, deadline)
+    elif outcome.outcome == "seat_held":
         outcome = join_session(outcome, deadline)
     if outcome.event is not None and outcome.event.meet_pending:
         event = _finish_meet_link(outcome.booking_id, outcome.event, deadline)
@@ -244,3 +255,74 @@ def _finish_meet_link(booking_id: str, event: ClassEvent, deadline: Deadline) ->
     except PlatformError as exc:
         logs.warning("Meet link left for the reconcile step", detail=exc.message)
     return event
+
+
+type Step = Callable[[store.BookingRead, Booking, Deadline], Outcome]
+"""One attempt's work on a booking, given its fresh read."""
+
+
+def on_booking(first: store.BookingRead, step: Step, deadline: Deadline) -> Callable[[], Outcome]:
+    """An attempt that uses the sweep's read once, then reads the booking afresh."""
+    reads = [first]
+
+    def attempt() -> Outcome:
+        read = reads.pop() if reads else store.read_booking(first.booking_id, deadline)
+        if read.data is None:
+            return Outcome("nothing_to_do", "", first.booking_id)
+        try:
+            booking = Booking.from_document(read.booking_id, read.data)
+        except InvalidBooking as exc:
+            logs.error(
+                "booking cannot become an event", booking_id=read.booking_id, detail=exc.message
+            )
+            return Outcome("invalid_booking", "", read.booking_id)
+        return step(read, booking, deadline)
+
+    return attempt
+
+
+def finish_paid_booking(
+    booking_id: str, deadline: Deadline, first: store.BookingRead | None = None
+) -> Outcome:
+    """A paid booking still without its class (a Calendar outage, the queue): create its
+    event, or add its seat's student to the session's event. Used by `schedule_class` and
+    by reconcile; a retry after a lost race cancels what this call created, if the booking
+    no longer wants its class."""
+    read = first or store.read_booking(booking_id, deadline)
+    return store.until_committed(
+        on_booking(read, _creating_event(), deadline), deadline, "finish paid booking"
+    )
+
+
+def _creating_event() -> Step:
+    """The step for a paid booking without event; it remembers the event it created, so a
+    retry after a lost race cancels it if the booking no longer wants its class."""
+    created = ""
+
+    def step(read: store.BookingRead, booking: Booking, deadline: Deadline) -> Outcome:
+        nonlocal created
+        decision = decide_reconcile(booking, created)
+        if decision.join_session:  # a paid seat missing from its session's event
+            held = Outcome("seat_held", booking.payment_id, booking.id)
+            return join_session(held, deadline)
+        if decision.create_event:
+            try:
+                decision = decision.with_event(
+                    ensure_class_event(booking, booking.payment_id, deadline)
+                )
+                created = decision.event.event_id if decision.event else created
+            except (InvalidBooking, PermanentUpstreamError) as exc:
+                logs.error(
+                    "Google Calendar rejected the class event",
+                    booking_id=booking.id,
+                    detail=exc.message,
+                )
+                decision = decision.without_event(
+                    "calendar_rejected", exc.message, CalendarStatus.REJECTED
+                )
+        if decision.cancel_event:
+            decision = decision.with_cancelled(cancel_event(decision.cancel_event, deadline))
+        write_decision(read, decision, booking.payment_id, deadline)
+        return Outcome(decision.outcome, booking.payment_id, booking.id, decision.event)
+
+    return step

@@ -125,6 +125,8 @@ def _value(value: Any) -> Any:
         return firestore.SERVER_TIMESTAMP
     if value is REMOVE:
         return firestore.DELETE_FIELD
+    if isinstance(value, dict):
+        return _values(value)  # a map's fields may hold the markers too
     return value
 
 

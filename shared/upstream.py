@@ -30,11 +30,13 @@ from shared.errors import (
     CredentialsRejected,
     PermanentUpstreamError,
     PlatformError,
+    RateLimited,
     TransientUpstreamError,
     UpstreamConflict,
     UpstreamGone,
     UpstreamNotFound,
     UpstreamPreconditionFailed,
+    UsageLimitExceeded,
 )
 
 __all__ = [
@@ -77,6 +79,7 @@ class Upstream(enum.StrEnum):
     MERCADO_PAGO = "Mercado Pago"
     GOOGLE_OAUTH = "Google's token endpoint"
     GOOGLE_CERTS = "Google's ID-token certificates"
+    CLOUD_TASKS = "Cloud Tasks"
 
 
 _OURS_TO_FIX = frozenset({Upstream.SECRET_MANAGER, Upstream.MERCADO_PAGO})
@@ -134,8 +137,10 @@ def by_status(upstream: Upstream, status: int, reason: str, what: str) -> Platfo
     details = {"status": status, "reason": reason, "upstream": upstream.value}
     if status == 401:
         return CredentialsRejected(message, **details)
-    if status == 403 and reason in RATE_LIMIT_REASONS:
-        return TransientUpstreamError(message, **details)
+    if status == 429 or (status == 403 and reason in RATE_LIMIT_REASONS):
+        return RateLimited(message, **details)
+    if status == 403 and reason == "quotaExceeded" and upstream == Upstream.CALENDAR:
+        return UsageLimitExceeded(message, **details)
     if status == 408 or status == 429 or status >= 500:
         return TransientUpstreamError(message, **details)
     if upstream == Upstream.SECRET_MANAGER or (status == 403 and upstream in _OURS_TO_FIX):
@@ -176,8 +181,11 @@ def translate(exc: BaseException, upstream: Upstream, what: str) -> PlatformErro
 
 
 def _retryable(exc: Exception) -> bool:
-    # Refused credentials are transient to the sender (503) but not worth a retry here.
-    return isinstance(exc, TransientUpstreamError) and not isinstance(exc, CredentialsRejected)
+    # Refused credentials and Google's usage limit are transient to the sender (503) but
+    # will not clear within a request: not worth a retry here.
+    return isinstance(exc, TransientUpstreamError) and not isinstance(
+        exc, CredentialsRejected | UsageLimitExceeded
+    )
 
 
 def _last_error(

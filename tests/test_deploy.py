@@ -288,7 +288,7 @@ def test_dry_run_prints_every_deploy_and_changes_nothing(fake_gcloud: dict[str, 
         assert f"--service-account=fn-{name.replace('_', '-')}@demo-project." in line
         assert f"--runtime={RUNTIME}" in line and "--trigger-http" in line
         assert "ADMIN_EMAILS=ana@example.com,luis@example.com" in line
-        public = SETTINGS[name]["invoker"] != "scheduler"
+        public = SETTINGS[name]["invoker"] not in ("scheduler", "tasks")
         assert ("--allow-unauthenticated" in line) is public
 
 

@@ -27,7 +27,8 @@ BUDGET_SECONDS = 50.0
 def reconcile(request: Request) -> Handled:
     deadline = Deadline(BUDGET_SECONDS)
     logs.bind(caller=require_scheduler_or_admin(lower_headers(request), deadline))
-    run = sweep(deadline)
+    resume = request.args.get("resumeQueue", "").lower() in ("1", "true", "yes")
+    run = sweep(deadline, resume_queue=resume)
     for outcome in run.outcomes:
         logs.info(
             "booking reconciled",

@@ -15,10 +15,12 @@ from shared.errors import (
     CredentialsRejected,
     PermanentUpstreamError,
     PlatformError,
+    RateLimited,
     TransientUpstreamError,
     UpstreamConflict,
     UpstreamGone,
     UpstreamNotFound,
+    UsageLimitExceeded,
 )
 from shared.upstream import Deadline, Upstream, call, translate
 
@@ -40,8 +42,9 @@ def mercado_pago_error(status: int) -> requests.HTTPError:
         (calendar_error(401), Upstream.CALENDAR, CredentialsRejected),
         (mercado_pago_error(401), Upstream.MERCADO_PAGO, CredentialsRejected),
         (gexc.Unauthenticated("no"), Upstream.FIRESTORE, CredentialsRejected),
-        (calendar_error(403, "rateLimitExceeded"), Upstream.CALENDAR, TransientUpstreamError),
-        (calendar_error(403, "userRateLimitExceeded"), Upstream.CALENDAR, TransientUpstreamError),
+        (calendar_error(403, "rateLimitExceeded"), Upstream.CALENDAR, RateLimited),
+        (calendar_error(403, "userRateLimitExceeded"), Upstream.CALENDAR, RateLimited),
+        (calendar_error(403, "quotaExceeded"), Upstream.CALENDAR, UsageLimitExceeded),
         (
             calendar_error(403, "forbiddenForServiceAccounts"),
             Upstream.CALENDAR,
@@ -50,7 +53,8 @@ def mercado_pago_error(status: int) -> requests.HTTPError:
         (mercado_pago_error(403), Upstream.MERCADO_PAGO, CredentialsRejected),
         (gexc.PermissionDenied("no"), Upstream.SECRET_MANAGER, CredentialsRejected),
         (gexc.NotFound("no secret"), Upstream.SECRET_MANAGER, CredentialsRejected),
-        (calendar_error(429), Upstream.CALENDAR, TransientUpstreamError),
+        (calendar_error(429, "rateLimitExceeded"), Upstream.CALENDAR, RateLimited),
+        (mercado_pago_error(429), Upstream.MERCADO_PAGO, RateLimited),
         (calendar_error(503), Upstream.CALENDAR, TransientUpstreamError),
         (mercado_pago_error(502), Upstream.MERCADO_PAGO, TransientUpstreamError),
         (calendar_error(409), Upstream.CALENDAR, UpstreamConflict),
@@ -146,3 +150,24 @@ def test_a_bug_is_not_disguised_as_an_upstream_error() -> None:
 
     with pytest.raises(KeyError):
         call(Upstream.CALENDAR, attempt, Deadline(5), "test")
+
+
+def test_googles_usage_limit_is_not_retried_within_the_request() -> None:
+    attempts = 0
+
+    def attempt(timeout: float) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise calendar_error(403, "quotaExceeded")
+
+    with pytest.raises(UsageLimitExceeded):
+        call(Upstream.CALENDAR, attempt, Deadline(5), "test")
+    assert attempts == 1
+
+
+def test_a_queue_is_told_429_for_a_rate_limit_and_a_webhook_503() -> None:
+    from shared.errors import http_answer
+
+    limited = RateLimited("slow down")
+    assert (http_answer(limited).status, http_answer(limited).retry_after) == (429, 10)
+    assert http_answer(limited, webhook=True).status == 503

@@ -1,0 +1,40 @@
+"""Cloud Tasks' target: creates the class of one paid booking, at the queue's pace.
+
+The queue calls with an OIDC token of its own service account (an admin may call by hand).
+A Calendar rate limit answers 429 with `Retry-After`, so Cloud Tasks backs off; Google's
+usage limit pauses the queue (bookings wait as paid, nothing is lost) and answers 503.
+"""
+
+from __future__ import annotations
+
+import functions_framework
+from flask import Request
+
+from shared import logs, queue
+from shared.admin import require_tasks_or_admin
+from shared.config import get_settings
+from shared.errors import InvalidRequest, UsageLimitExceeded
+from shared.scheduling import finish_paid_booking
+from shared.store import is_booking_id
+from shared.upstream import Deadline
+from shared.web import Handled, endpoint, json_object, json_response, lower_headers, read_body
+
+MAX_BODY_BYTES = 4 * 1024
+
+
+@functions_framework.http
+@endpoint("class scheduling")
+def schedule_class(request: Request) -> Handled:
+    deadline = Deadline(get_settings().handler_budget_seconds)
+    logs.bind(caller=require_tasks_or_admin(lower_headers(request), deadline))
+    body = json_object(read_body(request, MAX_BODY_BYTES), request.content_type or "")
+    booking_id = body.get("bookingId")
+    if not isinstance(booking_id, str) or not is_booking_id(booking_id):
+        raise InvalidRequest("bookingId must name a booking", parameter="bookingId")
+    logs.bind(booking_id=booking_id)
+    try:
+        outcome = finish_paid_booking(booking_id, deadline)
+    except UsageLimitExceeded as exc:
+        queue.pause_for_usage_limit(exc.message, deadline)
+        raise
+    return Handled(json_response(outcome.as_json()), {"outcome": outcome.outcome})
