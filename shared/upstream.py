@@ -60,10 +60,15 @@ MAX_DELAY_SECONDS = 2.0
 
 
 class Deadline:
-    """A point in monotonic time that a whole request must finish by."""
+    """A point in monotonic time that a whole request must finish by.
 
-    def __init__(self, seconds: float) -> None:
+    `wait_out_rate_limits=False` is for work a queue delivered: a rate limit is answered at
+    once (429) so the queue backs off, instead of being waited out inside the request.
+    """
+
+    def __init__(self, seconds: float, *, wait_out_rate_limits: bool = True) -> None:
         self._end = time.monotonic() + seconds
+        self.wait_out_rate_limits = wait_out_rate_limits
 
     def remaining(self) -> float:
         return max(0.0, self._end - time.monotonic())
@@ -222,9 +227,14 @@ def call[T](
     budget = deadline.remaining() - ANSWER_MARGIN_SECONDS
     if not retry or budget <= 0.0:
         return once()
+
+    def retryable(exc: Exception) -> bool:
+        waits = deadline.wait_out_rate_limits or not isinstance(exc, RateLimited)
+        return waits and _retryable(exc)
+
     result: T = retry_target(
         once,
-        predicate=_retryable,
+        predicate=retryable,
         sleep_generator=exponential_sleep_generator(FIRST_DELAY_SECONDS, MAX_DELAY_SECONDS, 2.0),
         timeout=budget,
         exception_factory=_last_error,

@@ -25,7 +25,8 @@ MAX_BODY_BYTES = 4 * 1024
 @functions_framework.http
 @endpoint("class scheduling")
 def schedule_class(request: Request) -> Handled:
-    deadline = Deadline(get_settings().handler_budget_seconds)
+    # A rate limit goes back to the queue at once: Cloud Tasks backs off for us.
+    deadline = Deadline(get_settings().handler_budget_seconds, wait_out_rate_limits=False)
     logs.bind(caller=require_tasks_or_admin(lower_headers(request), deadline))
     body = json_object(read_body(request, MAX_BODY_BYTES), request.content_type or "")
     booking_id = body.get("bookingId")
