@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from devstack.client import StackClient
+from shared.bookings import event_id_for_session
 
 
 def run_demo(document: dict[str, Any]) -> dict[str, Any]:
@@ -76,8 +77,12 @@ def run_demo(document: dict[str, Any]) -> dict[str, Any]:
     say("8. The teacher moved the class one hour later in Google Calendar; the push channel")
     say(f"   brought it back to the booking: start {moved.get('start')}.")
     lifecycle = _refund_and_reschedule(client, document, booking_id, say)
+    group = _group_class(client, document, say)
     ok = (
-        lifecycle["refundCancelledEvent"]
+        group["eventsForSession"] == 1
+        and group["students"] == 3
+        and group["overCapacity"] == 1
+        and lifecycle["refundCancelledEvent"]
         and lifecycle["meetLinkAfterReschedule"] == booking.get("meetLink")
         and len(events) == 1
         and booking.get("status") == "scheduled"
@@ -101,10 +106,64 @@ def run_demo(document: dict[str, Any]) -> dict[str, Any]:
         "listedByAdmin": len(mine),
         "startAfterMove": moved.get("start"),
         **lifecycle,
+        "groupClass": group,
     }
 
 
 MOVED_START = "2026-12-01T19:00:00-03:00"
+
+
+def _group_class(client: StackClient, document: dict[str, Any], say: Any) -> dict[str, Any]:
+    """A group session of capacity 3; four students pay; one is over capacity."""
+    answer = client.http.post(
+        document["functions"]["class_sessions"],
+        json={
+            "title": "Conversación en inglés",
+            "teacher": {"name": "Ana Gómez", "email": "ana.gomez@example.com"},
+            "start": "2026-12-03T19:00:00-03:00",
+            "end": "2026-12-03T20:00:00-03:00",
+            "capacity": 3,
+            "price": {"amount": 15000, "currency": "ARS"},
+        },
+        headers={"X-API-Key": document["secrets"]["admin_api_key"]},
+        timeout=30,
+    )
+    session = answer.json()
+    session_id = session["sessionId"]
+    say(
+        f"11. An admin created group session {session_id} (capacity 3, class_sessions answered "
+        f"{answer.status_code}); its one Meet link is {session.get('meetLink')}."
+    )
+    seats = []
+    for n, name in enumerate(("Lucía", "Mateo", "Sofía", "Tomás")):
+        booking_id = client.seed_booking(
+            sessionId=session_id,
+            student={"name": name, "email": f"alumno{n}@example.com"},
+            start="2026-12-03T19:00:00-03:00",
+            end="2026-12-03T20:00:00-03:00",
+        )
+        client.notify(client.create_payment(booking_id)["id"])
+        seats.append((name, client.booking(booking_id).get("status")))
+    say("    Four students paid for a seat: " + ", ".join(f"{n} {s}" for n, s in seats) + ".")
+    event = client.event(event_id_for_session(session_id))
+    listed = (
+        client.calendar.events()
+        .list(calendarId=document["calendar_id"], privateExtendedProperty=f"sessionId={session_id}")
+        .execute()
+    )
+    students = [a for a in event.get("attendees", []) if a["email"].startswith("alumno")]
+    say(
+        f"    The session's event has {len(students)} students and the teacher; "
+        f"{sum(1 for _, s in seats if s == 'over_capacity')} booking is over capacity."
+    )
+    return {
+        "sessionId": session_id,
+        "eventsForSession": len(listed.get("items", [])),
+        "students": len(students),
+        "overCapacity": sum(1 for _, s in seats if s == "over_capacity"),
+    }
+
+
 RESCHEDULED_START = "2026-12-02T10:00:00-03:00"
 
 
