@@ -1,0 +1,149 @@
+"""Benchmark of an enrollment burst against Google's per-user rate (`./dev.sh bench`).
+
+N approved payments arrive within a few seconds while the Calendar emulator allows Q
+requests a minute per user (scaled down together from "1,000 in 60 s against 300/min").
+The same burst goes through the inline path (the webhook calls Calendar) and through the
+queue (the webhook enqueues; Cloud Tasks paces schedule_class), in one run. Printed per path:
+- seconds until every booking is scheduled, against the floor the quota allows (N / Q per
+  minute) as a ratio (target <= 1.1 with the queue);
+- Calendar rate-limit answers, 503s sent to Mercado Pago (target 0 with the queue), and the
+  webhook's p50/p99;
+- events per booking (exactly 1).
+Mercado Pago's redelivery after a non-2xx (15 minutes in production) is scaled to
+`--redelivery-s` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import tasks_v2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.payment_webhook import percentile, signed_delivery
+from devstack.client import StackClient
+from devstack.stack import LocalStack
+from shared.clients import reset_clients
+
+
+def _burst(client: StackClient, count: int, redelivery_s: float) -> dict[str, Any]:
+    bookings = [client.seed_booking() for _ in range(count)]
+    payments = [str(client.create_payment(b)["id"]) for b in bookings]
+    answers: list[tuple[int, float]] = []
+    lock = threading.Lock()
+
+    def deliver(payment_id: str) -> None:
+        while True:
+            started = time.perf_counter()
+            response = requests.Session().send(signed_delivery(client.doc, payment_id), timeout=60)
+            with lock:
+                answers.append((response.status_code, time.perf_counter() - started))
+            if response.status_code in (200, 201):
+                return
+            time.sleep(redelivery_s)  # Mercado Pago delivers again later
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(deliver, payments))
+    while any(client.booking(b).get("status") != "scheduled" for b in bookings):
+        if time.monotonic() - started > 600:
+            break
+        time.sleep(0.2)
+    elapsed = time.monotonic() - started
+    timings = [t for _, t in answers]
+    events = [len(client.events_for_booking(b)) for b in bookings]
+    return {
+        "secondsUntilAllScheduled": round(elapsed, 1),
+        "answersByStatus": {str(s): sum(1 for a, _ in answers if a == s) for s, _ in answers},
+        "webhookP50Ms": round(statistics.median(timings) * 1000, 1),
+        "webhookP99Ms": round(percentile(timings, 0.99) * 1000, 1),
+        "eventsPerBooking": sorted(set(events)),
+    }
+
+
+def _calendar_control(client: StackClient) -> str:
+    return str(client.doc["emulators"]["calendar"]).split("/calendar/v3/")[0]
+
+
+def _limit_requests(client: StackClient, per_minute: int) -> None:
+    requests.post(
+        f"{_calendar_control(client)}/_emulator/calendar/quota",
+        json={"requestsPerMinute": per_minute, "requestWindowSeconds": 60},
+        timeout=10,
+    ).raise_for_status()
+
+
+def _lift_limits(client: StackClient) -> dict[str, int]:
+    """The calls refused while the limit was on, by reason; then the limit is off."""
+    quota = requests.get(f"{_calendar_control(client)}/_emulator/calendar/quota", timeout=10)
+    requests.delete(f"{_calendar_control(client)}/_emulator/calendar/quota", timeout=10)
+    rejected: dict[str, int] = quota.json().get("rejected", {})
+    return rejected
+
+
+def _pace_queue(doc: dict[str, Any], per_second: float) -> None:
+    """The queue below the quota (a class costs about one Calendar request)."""
+    queue = doc["cloud_tasks"]["queues"]["schedule_class"]
+    tasks_v2.CloudTasksClient(
+        transport="rest",
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": doc["cloud_tasks"]["endpoint"]},
+    ).update_queue(
+        queue=tasks_v2.Queue(
+            name=queue,
+            rate_limits=tasks_v2.RateLimits(
+                max_dispatches_per_second=per_second, max_concurrent_dispatches=8
+            ),
+        ),
+        update_mask={"paths": ["rate_limits"]},
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bookings", type=int, default=100)
+    parser.add_argument("--per-minute", type=int, default=300, help="the emulator's user quota")
+    parser.add_argument("--redelivery-s", type=float, default=5.0)
+    args = parser.parse_args()
+    stack = LocalStack(
+        functions_in_process=True,
+        state_dir=Path(__file__).resolve().parent.parent / ".local" / "bench",
+    )
+    doc = stack.start()
+    client = StackClient(doc)
+    floor = args.bookings / args.per_minute * 60
+    results: dict[str, Any] = {"floorSeconds": round(floor, 1)}
+    try:
+        for path in ("inline", "queue"):
+            if path == "queue":
+                os.environ["SCHEDULING_QUEUE"] = doc["cloud_tasks"]["queues"]["schedule_class"]
+                _pace_queue(doc, args.per_minute / 60 * 0.9)
+            reset_clients()
+            client.reset_stats("calendar")
+            _limit_requests(client, args.per_minute)
+            row = _burst(client, args.bookings, args.redelivery_s)
+            row["rateLimitAnswers"] = _lift_limits(client)
+            row["calendarRequests"] = sum(client.stats("calendar").values())
+            row["ratioToFloor"] = round(row["secondsUntilAllScheduled"] / floor, 2)
+            results[path] = row
+            print(f"{path:>6}: {json.dumps(row)}")
+    finally:
+        stack.stop()
+    print(json.dumps(results, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
