@@ -145,6 +145,7 @@ class Settings:
     # Google authorization.
     calendar_auth: str = "oauth"
     impersonate_subject: str = ""
+    calendar_service_account: str = ""
     oauth_redirect_uri: str = ""
     # Webhooks and time budgets.
     webhook_tolerance_seconds: float = 300.0
@@ -206,6 +207,7 @@ def read_settings(environ: Mapping[str, str]) -> Settings:
         ),
         calendar_auth=env.choice("CALENDAR_AUTH", CALENDAR_AUTH_MODES, defaults.calendar_auth),
         impersonate_subject=env.matching("CALENDAR_IMPERSONATE_SUBJECT", _EMAIL, email),
+        calendar_service_account=env.matching("CALENDAR_SERVICE_ACCOUNT", _EMAIL, email),
         oauth_redirect_uri=env.url("OAUTH_REDIRECT_URI"),
         webhook_tolerance_seconds=env.seconds(
             "WEBHOOK_TOLERANCE_SECONDS", defaults.webhook_tolerance_seconds

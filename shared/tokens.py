@@ -24,9 +24,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import google.auth
+import google.auth.transport.requests
 import google.oauth2.credentials
+import google.oauth2.service_account
 from google.auth import credentials as ga_credentials
 from google.auth import exceptions as ga_exceptions
+from google.auth import iam
 from google.auth.transport import Request
 from google.cloud import firestore
 
@@ -286,13 +289,54 @@ def _service_account() -> ServiceAccountCredentials:
     settings = get_settings()
     creds, _ = google.auth.default(scopes=list(CALENDAR_SCOPES))
     if settings.impersonate_subject:
-        if not hasattr(creds, "with_subject"):
-            raise ReauthorizationRequired(
-                "CALENDAR_IMPERSONATE_SUBJECT needs service-account key credentials; these "
-                "Application Default Credentials cannot act for a user"
-            )
-        creds = creds.with_subject(settings.impersonate_subject)
+        creds = _delegated(creds, settings.impersonate_subject)
     return ServiceAccountCredentials(creds)
+
+
+GOOGLE_IAM_CREDENTIALS = "https://iamcredentials.googleapis.com"
+
+
+class _IamCredentialsAt(google.auth.transport.requests.Request):
+    """google-auth's IAM signer posts to a fixed Google address; locally it must reach the
+    emulator (`IAM_CREDENTIALS_ENDPOINT`), so that one prefix is rewritten here."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__()
+        self._endpoint = endpoint.rstrip("/")
+
+    def __call__(self, url: str, *args: Any, **kwargs: Any) -> Any:
+        if self._endpoint and url.startswith(GOOGLE_IAM_CREDENTIALS + "/"):
+            url = self._endpoint + url[len(GOOGLE_IAM_CREDENTIALS) :]
+        return super().__call__(url, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+
+def _delegated(source: ga_credentials.Credentials, subject: str) -> ga_credentials.Credentials:
+    """Domain-wide delegation, acting for `subject` (who invites the students).
+
+    With a key file the service account signs its own JWT (`with_subject`). On Cloud
+    Functions there is no key: the runtime identity asks the IAM Credentials API to sign the
+    JWT as the delegating account (`CALENDAR_SERVICE_ACCOUNT`, on which it holds Service
+    Account Token Creator), so no key is ever deployed.
+    """
+    settings = get_settings()
+    if hasattr(source, "with_subject"):
+        delegated: ga_credentials.Credentials = source.with_subject(subject)
+        return delegated
+    account = settings.calendar_service_account
+    if not account:
+        raise ReauthorizationRequired(
+            "CALENDAR_IMPERSONATE_SUBJECT without a key file needs CALENDAR_SERVICE_ACCOUNT: "
+            "the account with domain-wide delegation that the runtime identity signs as"
+        )
+    request = _IamCredentialsAt(settings.iam_credentials_endpoint)
+    signer = iam.Signer(request, source, account)  # type: ignore[no-untyped-call]
+    return google.oauth2.service_account.Credentials(  # type: ignore[no-untyped-call]
+        signer,
+        account,
+        settings.oauth_token_uri,
+        scopes=list(CALENDAR_SCOPES),
+        subject=subject,
+    )
 
 
 def calendar_credentials() -> ga_credentials.Credentials:
