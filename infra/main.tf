@@ -134,6 +134,23 @@ resource "google_firestore_index" "bookings_by_teacher_and_status" {
   }
 }
 
+# list_events reads a page's bookings beside its events.list: the scheduled bookings ending
+# after the page's first instant, ordered by end (shared/listing.py). Without this index the
+# query fails and every page is joined after Calendar answers instead (slower, not wrong).
+resource "google_firestore_index" "bookings_by_status_and_end" {
+  database   = google_firestore_database.main.name
+  collection = "bookings"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "end"
+    order      = "ASCENDING"
+  }
+}
+
 # OAuth states live ten minutes; Firestore's TTL policy deletes the old ones (shared/oauth.py).
 resource "google_firestore_field" "oauth_state_expiry" {
   database   = google_firestore_database.main.name
