@@ -7,11 +7,14 @@ idempotent path as the payment webhook, so overlapping with a late delivery is h
 
 from __future__ import annotations
 
+import time
+
 import functions_framework
 from flask import Request
 
 from shared import logs
 from shared.admin import require_scheduler_or_admin
+from shared.health import record_reconcile_run
 from shared.scheduling import reconcile_bookings
 from shared.upstream import Deadline
 from shared.web import Handled, endpoint, json_response, lower_headers
@@ -23,9 +26,14 @@ BUDGET_SECONDS = 50.0
 @functions_framework.http
 @endpoint("reconcile")
 def reconcile(request: Request) -> Handled:
+    started = time.monotonic()
     deadline = Deadline(BUDGET_SECONDS)
-    logs.bind(caller=require_scheduler_or_admin(lower_headers(request), deadline))
+    caller = require_scheduler_or_admin(lower_headers(request), deadline)
+    logs.bind(caller=caller)
     outcomes = reconcile_bookings(deadline)
+    # For the admin console's health view: when the sweep last ran, and what it did.
+    duration_ms = round((time.monotonic() - started) * 1000)
+    record_reconcile_run((o.outcome for o in outcomes), caller, duration_ms)
     for outcome in outcomes:
         logs.info(
             "booking reconciled",
