@@ -64,6 +64,14 @@ def demo() -> int:
     finally:
         if stack is not None:
             stack.stop()
+    console = doc.get("console") or {}
+    summary["consoleUrl"] = console.get("url")
+    if console.get("url"):
+        where = "stopped with the demo: run ./dev.sh up to keep one" if stack else "running"
+        print(
+            f"9. The admin console of this stack ({where}): {console['url']}"
+            f" (sign in as {console['sign_in_as']})"
+        )
     print(json.dumps(summary, sort_keys=True))
     return 0 if summary.get("ok") else 1
 
