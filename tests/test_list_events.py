@@ -567,6 +567,21 @@ def test_one_firestore_query_per_page_read_beside_calendar(client: StackClient) 
     assert [e["hasBooking"] for e in events] == [True] * 7 + [False]
 
 
+def test_each_page_reads_ahead_from_where_the_previous_page_ended(
+    client: StackClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Page tokens carry the page's last start: with no more slack than the class that
+    ended the previous page, every page still finds its booking read ahead."""
+    monkeypatch.setattr(listing, "PREFETCH_SLACK", 1)
+    for n in range(4):
+        _class(client, DAY + timedelta(hours=9 + n))
+
+    per_page, events = _rpcs_per_page(client, limit="1")
+
+    assert per_page == [{"run_query": 1}] * 4
+    assert [e["start"][11:16] for e in events] == ["09:00", "10:00", "11:00", "12:00"]
+
+
 def test_bookings_the_read_ahead_misses_are_read_after_the_page(client: StackClient) -> None:
     """A booking not `scheduled` (its cancel half done), or whose times are Firestore
     timestamps rather than ISO strings, is not among the bookings read ahead: one batched
@@ -626,6 +641,25 @@ def test_ics_feed_parses_back_with_the_same_classes(client: StackClient) -> None
     assert attendees == {"mailto:juan.perez@example.com", "mailto:ana.gomez@example.com"}
     assert str(events[0]["UID"]).startswith(event_id_for_booking(early))
     assert feed.walk("VTIMEZONE")[0]["TZID"] == "America/Argentina/Buenos_Aires"
+
+
+def test_an_ics_feed_of_several_pages_reads_each_page_s_bookings_beside_it(
+    client: StackClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feed asks for its next Calendar page while it joins the current one; every class
+    still comes once, in order, with its booking, and each page costs one Firestore query."""
+    monkeypatch.setattr(listing, "FEED_PAGE_SIZE", 2)  # the function runs in this process
+    booked = [_class(client, DAY + timedelta(hours=9 + n)) for n in range(5)]
+
+    with firestore_rpcs(firestore_client()) as rpcs:
+        response = _list(client, **WINDOW, format="ics")
+
+    events = icalendar.Calendar.from_ical(response.content).walk("VEVENT")
+    assert [str(e["UID"]).split("@")[0] for e in events] == [
+        event_id_for_booking(b) for b in booked
+    ]
+    assert all("(scheduled)" in str(e["DESCRIPTION"]) for e in events)
+    assert dict(rpcs) == {"run_query": 3}
 
 
 def test_etag_answers_304_to_a_matching_if_none_match(client: StackClient) -> None:
