@@ -68,6 +68,8 @@ function takeTokenFromFragment() {
 /** Show the way to sign in: Google's button (production) or ours (the emulator). */
 export function offerSignIn(button, googleSlot) {
   if (!config.clientId) return false;
+  // Google Identity Services needs a Web client id; the default audience (a URL) is not one.
+  if (config.mode === "google" && !config.clientId.endsWith(".apps.googleusercontent.com")) return false;
   if (config.mode === "emulator") {
     button.hidden = false;
     button.onclick = () => {
