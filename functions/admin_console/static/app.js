@@ -25,7 +25,9 @@ function show(id) {
 function showSignIn(message = "") {
   show("signin");
   setWho(null);
-  const ready = auth.offerSignIn(document.getElementById("sign-in"), document.getElementById("google-button"));
+  const ready = auth.offerSignIn(document.getElementById("sign-in"), document.getElementById("google-button"), () =>
+    say("signin-message", t("signInFailed")),
+  );
   say("signin-message", ready ? message : t("signInUnconfigured"));
 }
 

@@ -65,8 +65,11 @@ function takeTokenFromFragment() {
   }
 }
 
-/** Show the way to sign in: Google's button (production) or ours (the emulator). */
-export function offerSignIn(button, googleSlot) {
+/**
+ * Show the way to sign in: Google's button (production) or ours (the emulator). False when
+ * sign-in is not configured; `failed` runs if Google's library cannot be loaded.
+ */
+export function offerSignIn(button, googleSlot, failed = () => {}) {
   if (!config.clientId) return false;
   // Google Identity Services needs a Web client id; the default audience (a URL) is not one.
   if (config.mode === "google" && !config.clientId.endsWith(".apps.googleusercontent.com")) return false;
@@ -84,7 +87,8 @@ export function offerSignIn(button, googleSlot) {
     return true;
   }
   button.hidden = true;
-  loadGoogle().then(() => {
+  loadGoogle().catch(failed).then(() => {
+    if (!window.google?.accounts?.id) return;
     window.google.accounts.id.initialize({
       client_id: config.clientId,
       auto_select: true,
