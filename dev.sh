@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The local stack in one command. See README.md.
-#   ./dev.sh up     emulators + every function on 127.0.0.1; writes .local/stack.json; Ctrl-C stops
-#   ./dev.sh demo   the paid-booking flow end to end; last line is a JSON summary
-#   ./dev.sh test   the whole suite, plus ruff check, ruff format --check and mypy --strict
+#   ./dev.sh up     emulators + every function on 127.0.0.1; writes .local/stack.json; prints the
+#                   admin console's URL; Ctrl-C stops
+#   ./dev.sh demo   the paid-booking flow end to end, then the admin console's URL; last line is a
+#                   JSON summary (consoleUrl too)
+#   ./dev.sh test   the whole suite (Chromium needed), plus ruff check, ruff format --check and mypy
 #   ./dev.sh bench  the benchmarks under bench/
 #   ./dev.sh lock   requirements.in -> requirements.txt, requirements-dev.in -> requirements-dev.txt
 set -euo pipefail
@@ -39,6 +41,12 @@ check_prerequisites() {
   sdk=$(dirname "$(dirname "$(readlink -f "$(command -v gcloud)")")")
   ls "$sdk"/platform/cloud-firestore-emulator/cloud_firestore_emulator >/dev/null 2>&1 \
     || die "the Firestore emulator is missing: gcloud components install cloud-firestore-emulator (or the Debian package google-cloud-cli-firestore-emulator)."
+}
+
+# The admin console's browser tests drive Debian's Chromium through Playwright (never
+# `playwright install`: it downloads a browser build of its own).
+check_chromium() {
+  command -v chromium >/dev/null || die "Chromium is missing: install the Debian package chromium (apt-get install chromium); the admin console's browser tests need it."
 }
 
 # A venv in $1 running exactly $PYTHON: one made by another interpreter (Python 3.11 before the
@@ -96,7 +104,7 @@ case "$cmd" in
     check_prerequisites; ensure_venv
     exec .venv/bin/python -m devstack "$cmd" "$@" ;;
   test)
-    check_prerequisites; ensure_venv; ensure_audit_venv
+    check_prerequisites; check_chromium; ensure_venv; ensure_audit_venv
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
     .venv/bin/mypy
@@ -108,5 +116,5 @@ case "$cmd" in
     check_python; ensure_venv
     lock "$@" ;;
   *)
-    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -16,6 +16,12 @@ def _summary(doc: dict[str, object], seconds: float) -> str:
     lines = [f"Local stack ready in {seconds:.1f}s (project {doc['project_id']})."]
     lines += [f"  function  {name:24} {url}" for name, url in doc["functions"].items()]  # type: ignore[attr-defined]
     lines += [f"  emulator  {name:24} {url}" for name, url in doc["emulators"].items()]  # type: ignore[attr-defined]
+    console: dict[str, str] = doc.get("console") or {}  # type: ignore[assignment]
+    if console.get("url"):
+        lines.append(
+            f"Admin console: {console['url']} (sign in as {console['sign_in_as']} on the OAuth "
+            "emulator's page)"
+        )
     lines.append(f"Contract written to {ROOT / '.local' / 'stack.json'}. Ctrl-C stops everything.")
     return "\n".join(lines)
 
@@ -58,6 +64,14 @@ def demo() -> int:
     finally:
         if stack is not None:
             stack.stop()
+    console = doc.get("console") or {}
+    summary["consoleUrl"] = console.get("url")
+    if console.get("url"):
+        where = "stopped with the demo: run ./dev.sh up to keep one" if stack else "running"
+        print(
+            f"9. The admin console of this stack ({where}): {console['url']}"
+            f" (sign in as {console['sign_in_as']})"
+        )
     print(json.dumps(summary, sort_keys=True))
     return 0 if summary.get("ok") else 1
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack.gateway import Gateway
 from emulators import EmulatorCredentials, RunningEmulators, start_emulators
 from emulators._base import ServerThread
 
@@ -215,10 +216,22 @@ class LocalStack:
         self._start_functions(names, ports, env)
         openapi = ServerThread(openapi_app).start()
         self._function_servers.append(openapi)
+        # Every function on one origin, as cloudfunctions.net serves them: the console's page
+        # calls the others there.
+        site = ServerThread(Gateway(ports)).start()
+        self._function_servers.append(site)
         self.document = {
             "project_id": self.project_id,
             "calendar_id": self.calendar_id,
             "functions": function_urls,
+            "site": {
+                "url": site.url,
+                "functions": {name: f"{site.url}/{name}" for name in names},
+            },
+            "console": {
+                "url": f"{site.url}/admin_console" if "admin_console" in names else None,
+                "sign_in_as": ADMIN_EMAIL,
+            },
             "emulators": {"firestore": self.firestore.host, **urls},
             "oauth": {
                 "auth_uri": env["GOOGLE_OAUTH_AUTH_URI"],

@@ -40,6 +40,11 @@ Control routes (never part of the emulated API), besides the shared ones in `_ba
 - `POST /_emulator/oauth/expire-access-tokens`  access tokens expire, grants stay valid
 - `POST /_emulator/oauth/id-token`  {"email", "audience", "email_verified", "expires_in",
   "iat_offset", "sub", "issuer", "claims"} -> {"id_token"}
+- `GET  /_emulator/oauth/sign-in?audience=&redirect_uri=&state=`  a page where a person in
+  a browser chooses the email to sign in as (the admin console's local sign-in, standing in
+  for Google Identity Services); submitting it (`POST`, form fields `email`, `audience`,
+  `redirect_uri`, `state`) redirects to `redirect_uri#id_token=...&state=...`: an ID token
+  like the ones `/_emulator/oauth/id-token` mints, in the fragment so no server sees it
 - `POST /_emulator/oauth/rotate-signing-key`  new current key, old one still published
 - `GET  /_emulator/oauth/stats`, `POST /_emulator/oauth/stats/reset`  token requests per
   grant type
@@ -1229,6 +1234,48 @@ class OAuthEmulator:
                 info["access_type"] = record.access_type
             return json_response(info)
 
+    # -- browser sign-in (control route) ---------------------------------------------
+    def _sign_in(self) -> Response:
+        """Choose an email, get an ID token for `audience` back in the URL's fragment."""
+        values = request.values
+        audience = values.get("audience", "")
+        redirect_uri = values.get("redirect_uri", "")
+        parts = urlsplit(redirect_uri)
+        if not audience or parts.scheme not in ("http", "https") or not parts.netloc:
+            return self._page(400, "invalid_request", "audience and an http(s) redirect_uri")
+        if request.method == "GET":
+            fields = "".join(
+                f'<input type="hidden" name="{name}" value="{html.escape(values.get(name, ""))}">'
+                for name in ("audience", "redirect_uri", "state")
+            )
+            body = (
+                '<!doctype html><html lang="es"><meta charset="utf-8"><title>Google (emulador)'
+                "</title><h1>Iniciar sesión (emulador de Google)</h1>"
+                '<form method="post"><label>Correo / Email '
+                f'<input name="email" type="email" value="{html.escape(self.settings.user_email)}"'
+                f' required></label>{fields}<button type="submit">Continuar</button></form></html>'
+            )
+            return Response(body, mimetype="text/html")
+        email = values.get("email", "").strip()
+        if "@" not in email:
+            return self._page(400, "invalid_request", "an email address is needed")
+        now = int(time.time())
+        claims = {
+            "iss": ISSUER,
+            "azp": audience,
+            "aud": audience,
+            "sub": _sub_for(email),
+            "email": email,
+            "email_verified": True,
+            "iat": now,
+            "exp": now + 3600,
+        }
+        with self._lock:
+            token = self.sign_id_token(claims)
+        fragment = urlencode({"id_token": token, "state": values.get("state", "")})
+        location = urlunsplit(parts._replace(fragment=fragment))
+        return Response(status=303, headers={"Location": location})
+
     # -- control routes ---------------------------------------------------------------
     def _install_control_routes(self) -> None:
         app = self.app.app
@@ -1334,6 +1381,10 @@ class OAuthEmulator:
             claims.update(raw.get("claims") or {})
             with self._lock:
                 return json_response({"id_token": self.sign_id_token(claims)})
+
+        @app.route("/_emulator/oauth/sign-in", methods=["GET", "POST"])
+        def oauth_sign_in() -> Response:
+            return self._sign_in()
 
         @app.post("/_emulator/oauth/rotate-signing-key")
         def oauth_rotate_signing_key() -> Response:

@@ -140,8 +140,10 @@ resource "google_firestore_index" "bookings_by_teacher_and_status" {
   }
 }
 
-# The reconcile sweep pages through upcoming scheduled classes (status == scheduled,
-# end >= a day ago, ordered by end then id) and through undecided payments.
+# The bookings by status and end: the reconcile sweep pages through upcoming scheduled
+# classes (end >= a day ago, ordered by end then id), and list_events reads a page's bookings
+# beside its events.list (scheduled bookings ending after the page's first instant, ordered
+# by end; without the index that query fails and pages are joined after Calendar instead).
 resource "google_firestore_index" "bookings_by_status_and_end" {
   database   = google_firestore_database.main.name
   collection = "bookings"

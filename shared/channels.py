@@ -55,6 +55,7 @@ __all__ = [
     "keep_watching",
     "renew_channel",
     "verify_notification",
+    "watch_ref",
 ]
 
 CHANNELS = "calendar_channels"

@@ -1,8 +1,19 @@
 """The admin listing of upcoming classes, and the public read feed of a public calendar.
 
 Admin mode: one page of `events.list` on the platform's calendar, joined with the bookings
-behind its events in one batched Firestore read (`get_all`), rendered as JSON or as an
-iCalendar feed. Times are rendered in Buenos Aires time with their offset.
+behind its events, rendered as JSON or as an iCalendar feed. Times are rendered in Buenos
+Aires time with their offset.
+
+The join does not wait for Calendar. Which bookings a page names is only known once the
+page arrives, but which bookings a page will hold can be guessed before: the page is the
+next `limit` events ending after `from` (or after the previous page's last start), ordered
+by start, and scheduled bookings carry their times. So one Firestore query for the
+scheduled bookings ending after that instant, ordered by end, `limit` plus a little slack,
+runs beside `events.list`; once the page is there, only the events whose booking the guess
+missed (a booking not `scheduled`, times stored with another offset, a tie beyond the
+slack) cost one batched read after it. The guess only decides what is read early, never
+what is answered: every event is joined with its own booking document either way. The ICS
+feed also asks for its next Calendar page while it joins the current one.
 
 Filters on booking fields (`teacher`, `status`) apply after the join, to each Calendar page:
 a page holds at most `limit` events and may hold fewer, even none, while `nextPageToken`
@@ -16,31 +27,37 @@ public would hand its attendees and Meet links to anyone asking Google directly,
 this answer leaves out; without a separate public calendar the feed answers 404.
 
 Page tokens are ours: they wrap Google's token together with the window, so page two of a
-default window ("from now") keeps the window of page one.
+default window ("from now") keeps the window of page one, and the start of the page's last
+event, where the next page's bookings are looked for.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
+import functools
 import hashlib
 import json
 import re
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import icalendar
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared import logs, store
 from shared.bookings import BookingStatus, ClassEvent, Person
 from shared.calendar import calendar_api
 from shared.config import TIME_ZONE, get_settings
-from shared.errors import InvalidRequest, NotFound, PermanentUpstreamError
+from shared.errors import InvalidRequest, NotFound, PermanentUpstreamError, PlatformError
 from shared.secrets import read_secret
 from shared.upstream import Deadline
 
@@ -74,6 +91,11 @@ LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 """`from` and `to` lie in [EPOCH, LATEST): near year 1 or 9999 converting to Buenos Aires
 time, adding the default window or rendering the feed's time zone overflows."""
 MAX_PAGE_TOKEN_CHARS = 4096
+PREFETCH_SLACK = 10
+"""Bookings read early beyond a page's size: the previous page's last class, overlaps."""
+PREFETCH_HORIZON = timedelta(days=1)
+"""How far past `to` a class may end and still be on the page (the longest class)."""
+_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="listing")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # "+03:00" arrives as " 03:00" when a caller forgets to percent-encode the "+".
 _UNENCODED_PLUS = re.compile(r"(.*\d) (\d{2}(?::?\d{2})?)")
@@ -97,14 +119,22 @@ class Query:
     teacher: str
     status: BookingStatus | None
     ics: bool
+    page_start: datetime | None = None
+    """The previous page's last start (from our page token): this page's first instant."""
 
 
 @dataclass
 class Timings:
-    """Where a listing's time went, for the log line and `Server-Timing` (milliseconds)."""
+    """Where a listing's time went, for the log line and `Server-Timing` (milliseconds).
+
+    `calendar` and `firestore` run side by side; `join` is what the answer waited for
+    Firestore after Calendar had answered (the booking read's share of the latency).
+    """
 
     calendar: float = 0.0
     firestore: float = 0.0
+    join: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @contextmanager
     def measure(self, upstream: str) -> Iterator[None]:
@@ -113,7 +143,8 @@ class Timings:
             yield
         finally:
             elapsed = (time.perf_counter() - started) * 1000
-            setattr(self, upstream, getattr(self, upstream) + elapsed)
+            with self._lock:  # the reads ahead add theirs from the pool's threads
+                setattr(self, upstream, getattr(self, upstream) + elapsed)
 
 
 @dataclass(frozen=True)
@@ -129,10 +160,12 @@ class Listing:
 
 @dataclass(frozen=True)
 class _Row:
-    """One Calendar event and the booking document behind it (None: no booking)."""
+    """One Calendar event and the booking document behind it (None: no booking); `link`,
+    the event as a booking sees it, once read (a page's worth of them is not free)."""
 
     event: dict[str, Any]
     booking: dict[str, Any] | None
+    link: ClassEvent | None = None
 
 
 # -- parameters ---------------------------------------------------------------------------
@@ -189,8 +222,9 @@ def parse_query(args: Mapping[str, list[str]], now: datetime | None = None) -> Q
     time_min = _parameter_time(value["from"], "from") if "from" in value else None
     time_max = _parameter_time(value["to"], "to") if "to" in value else None
     google_token = ""
+    page_start = None
     if "pageToken" in value:
-        google_token, token_min, token_max = _unwrap_token(value["pageToken"], public)
+        google_token, token_min, token_max, page_start = _unwrap_token(value["pageToken"], public)
         if (time_min and time_min != token_min) or (time_max and time_max != token_max):
             raise InvalidRequest(
                 "pageToken belongs to another from/to window", parameter="pageToken"
@@ -213,7 +247,7 @@ def parse_query(args: Mapping[str, list[str]], now: datetime | None = None) -> Q
         except ValueError:
             names = ", ".join(s.value for s in BookingStatus)
             raise InvalidRequest(f"status must be one of {names}", parameter="status") from None
-    return Query(public, time_min, time_max, limit, google_token, teacher, status, ics)
+    return Query(public, time_min, time_max, limit, google_token, teacher, status, ics, page_start)
 
 
 def _limit(raw: str) -> int:
@@ -252,28 +286,32 @@ def _local(value: datetime) -> datetime:
     return value.astimezone(ZONE)
 
 
-def _wrap_token(google_token: str, query: Query) -> str:
+def _wrap_token(google_token: str, query: Query, last_start: datetime | None = None) -> str:
     raw = {
         "m": "public" if query.public else "admin",
         "f": query.time_min.isoformat(),
         "t": query.time_max.isoformat(),
         "g": google_token,
     }
+    if last_start is not None and not query.public:
+        raw["s"] = last_start.isoformat()
     encoded = base64.urlsafe_b64encode(json.dumps(raw, separators=(",", ":")).encode())
     return encoded.decode().rstrip("=")
 
 
-def _unwrap_token(token: str, public: bool) -> tuple[str, datetime, datetime]:
+def _unwrap_token(token: str, public: bool) -> tuple[str, datetime, datetime, datetime | None]:
     try:
         if len(token) > MAX_PAGE_TOKEN_CHARS:
             raise ValueError("longer than any token of ours")
         raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         if raw["m"] != ("public" if public else "admin"):
             raise ValueError("a token of the other listing")
+        last_start = _local(datetime.fromisoformat(raw["s"])) if "s" in raw else None
         return (
             str(raw["g"]),
             _local(datetime.fromisoformat(raw["f"])),
             _local(datetime.fromisoformat(raw["t"])),
+            last_start,
         )
     # RecursionError: a crafted token of deeply nested JSON arrays.
     except (ValueError, TypeError, KeyError, binascii.Error, UnicodeError, RecursionError):
@@ -290,13 +328,9 @@ def list_events(query: Query, if_none_match: str, deadline: Deadline) -> Listing
     timings = Timings()
     if query.ics:
         rows: list[_Row] = []
-        token = ""
-        while True:
-            page, token = _read_page(query, FEED_PAGE_SIZE, token, deadline, timings)
-            rows.extend(page)
-            if not token:
-                break
-            if len(rows) >= MAX_FEED_EVENTS:
+        for page in _pages(query, FEED_PAGE_SIZE, "", deadline, timings, follow=True):
+            rows.extend(page.rows)
+            if page.next_token and len(rows) >= MAX_FEED_EVENTS:
                 raise InvalidRequest(
                     f"the window holds more than {MAX_FEED_EVENTS} events; choose an earlier to",
                     parameter="to",
@@ -304,8 +338,10 @@ def list_events(query: Query, if_none_match: str, deadline: Deadline) -> Listing
         body = render_ics(rows, query)
         content_type = "text/calendar; charset=utf-8"
     else:
-        rows, token = _read_page(query, query.limit, query.google_page_token, deadline, timings)
-        body = render_json(rows, query, _wrap_token(token, query) if token else None)
+        page = next(_pages(query, query.limit, query.google_page_token, deadline, timings))
+        rows = page.rows
+        token = _wrap_token(page.next_token, query, page.last_start) if page.next_token else None
+        body = render_json(rows, query, token)
         content_type = "application/json"
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     headers = {
@@ -315,7 +351,8 @@ def list_events(query: Query, if_none_match: str, deadline: Deadline) -> Listing
     if not query.public:
         headers["Vary"] = "Authorization, X-API-Key"
         headers["Server-Timing"] = (
-            f"calendar;dur={timings.calendar:.1f}, firestore;dur={timings.firestore:.1f}"
+            f"calendar;dur={timings.calendar:.1f}, firestore;dur={timings.firestore:.1f}, "
+            f"join;dur={timings.join:.1f}"
         )
     if etag_matches(if_none_match, etag):
         return Listing(304, b"", headers, len(rows), timings)
@@ -328,10 +365,62 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
     return any(tag == "*" or tag.removeprefix("W/") == etag for tag in candidates)
 
 
-def _read_page(
+@dataclass(frozen=True)
+class _Page:
+    """One Calendar page joined and filtered, Google's next token, and its last start."""
+
+    rows: list[_Row]
+    next_token: str
+    last_start: datetime | None
+
+
+def _pages(
+    query: Query,
+    size: int,
+    google_token: str,
+    deadline: Deadline,
+    timings: Timings,
+    *,
+    follow: bool = False,
+) -> Iterator[_Page]:
+    """Pages from `google_token` on, each joined with its bookings.
+
+    The bookings a page will name are read beside its `events.list`; with `follow` (the
+    ICS feed) the next Calendar page and its bookings are asked for while this one is
+    joined, so neither upstream waits for the other.
+    """
+    after = query.page_start or query.time_min
+    bookings = (
+        None if query.public else _in_background(_prefetch(query, size, after, deadline, timings))
+    )
+    page = _calendar_page(query, size, google_token, deadline, timings)
+    while True:
+        events: list[dict[str, Any]] = page.get("items") or []
+        next_token = str(page.get("nextPageToken") or "")
+        after = _last_start(events) or after
+        upcoming: Future[dict[str, Any]] | None = None
+        upcoming_bookings = None
+        if follow and next_token:
+            upcoming = _in_background(
+                functools.partial(_calendar_page, query, size, next_token, deadline, timings)
+            )
+            if not query.public:
+                upcoming_bookings = _in_background(_prefetch(query, size, after, deadline, timings))
+        yield _Page(_join(query, events, bookings, deadline, timings), next_token, after)
+        if upcoming is None:
+            return
+        page, bookings = upcoming.result(), upcoming_bookings
+
+
+def _in_background[R](work: Callable[[], R]) -> Future[R]:
+    """Run `work` on the listing's pool, with this request's log fields."""
+    return _pool.submit(contextvars.copy_context().run, work)
+
+
+def _calendar_page(
     query: Query, size: int, google_token: str, deadline: Deadline, timings: Timings
-) -> tuple[list[_Row], str]:
-    """One Calendar page, joined with its bookings (admin) and filtered; and Google's token."""
+) -> dict[str, Any]:
+    """One page of `events.list` (the public calendar's, with the API key, in public mode)."""
     params: dict[str, Any] = {
         "timeMin": query.time_min.isoformat(),
         "timeMax": query.time_max.isoformat(),
@@ -346,7 +435,7 @@ def _read_page(
         with timings.measure("calendar"):
             if query.public:
                 settings = get_settings()
-                page = api.list_public_events(
+                page: dict[str, Any] = api.list_public_events(
                     require_public_enabled(),
                     read_secret(settings.secrets.public_api_key, deadline),
                     {**params, "fields": PUBLIC_EVENT_FIELDS},
@@ -360,19 +449,85 @@ def _read_page(
                 "pageToken has expired; start again", parameter="pageToken"
             ) from exc
         raise
-    events: list[dict[str, Any]] = page.get("items") or []
-    next_token = str(page.get("nextPageToken") or "")
-    if query.public:
-        return [_Row(event, None) for event in events], next_token
-    with timings.measure("firestore"):
-        found = read_bookings((booking_id_of(event) for event in events), deadline)
-    rows = [_Row(event, found.get(booking_id_of(event))) for event in events]
-    return [row for row in rows if _wanted(row, query)], next_token
+    return page
+
+
+def _prefetch(
+    query: Query, size: int, after: datetime, deadline: Deadline, timings: Timings
+) -> Callable[[], dict[str, dict[str, Any]]]:
+    """The read of the scheduled bookings a page starting at `after` will most likely name.
+
+    The page holds the first `size` events ending after `after` (ordered by start); their
+    bookings are, nearly always, the first scheduled ones ending after it (ordered by end).
+    Stored times are ISO strings in Buenos Aires time, so their order is the strings'.
+    """
+    found = (
+        store.bookings()
+        .where(filter=FieldFilter("status", "==", BookingStatus.SCHEDULED.value))
+        .where(filter=FieldFilter("end", ">", after.isoformat()))
+        .where(filter=FieldFilter("end", "<", (query.time_max + PREFETCH_HORIZON).isoformat()))
+        .order_by("end")
+        .limit(size + PREFETCH_SLACK)
+        .select(list(BOOKING_FIELDS))
+    )
+
+    def read() -> dict[str, dict[str, Any]]:
+        with timings.measure("firestore"):
+            snaps = store.stream(found, deadline, "read the bookings of a page ahead")
+        return {snap.id: snap.to_dict() or {} for snap in snaps}
+
+    return read
+
+
+def _join(
+    query: Query,
+    events: list[dict[str, Any]],
+    bookings: Future[dict[str, dict[str, Any]]] | None,
+    deadline: Deadline,
+    timings: Timings,
+) -> list[_Row]:
+    """Each event with its booking (admin) and filtered: what was read ahead, and one
+    batched read for the bookings it missed."""
+    if bookings is None:
+        return [_Row(event, None) for event in events]
+    links = [ClassEvent.from_event(event) for event in events]
+    named = [_usable(link.booking_id) for link in links]
+    with timings.measure("join"):
+        try:
+            found = dict(bookings.result())
+        except PlatformError as exc:
+            # Never worse than no reading ahead: a missing index, say, costs the read after.
+            logs.warning("bookings not read ahead of the page", detail=exc.message)
+            found = {}
+        missing = {booking_id for booking_id in named if booking_id and booking_id not in found}
+        if missing:
+            with timings.measure("firestore"):
+                found.update(read_bookings(missing, deadline))
+    rows = [
+        _Row(event, found.get(booking_id) if booking_id else None, link)
+        for event, booking_id, link in zip(events, named, links, strict=True)
+    ]
+    return [row for row in rows if _wanted(row, query)]
+
+
+def _last_start(events: list[dict[str, Any]]) -> datetime | None:
+    """The start of the page's last timed event: the next page starts there or later."""
+    for event in reversed(events):
+        try:
+            start = local_time(event.get("start") or {})
+        except ValueError:
+            continue
+        if isinstance(start, datetime):
+            return start
+    return None
 
 
 def booking_id_of(event: dict[str, Any]) -> str:
     """The booking an event names, if it is a usable Firestore document id."""
-    booking_id = ClassEvent.from_event(event).booking_id
+    return _usable(ClassEvent.from_event(event).booking_id)
+
+
+def _usable(booking_id: str) -> str:
     return booking_id if store.is_booking_id(booking_id) else ""
 
 
@@ -422,7 +577,7 @@ def _person(raw: Any) -> dict[str, str] | None:
 def admin_item(row: _Row) -> dict[str, Any]:
     """Event + booking -> the JSON an admin sees (mapper; no I/O)."""
     event, booking = row.event, row.booking or {}
-    link = ClassEvent.from_event(event)
+    link = row.link or ClassEvent.from_event(event)
     return {
         "id": link.event_id,
         "summary": str(event.get("summary") or ""),

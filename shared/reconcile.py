@@ -126,10 +126,6 @@ def sweep(deadline: Deadline, *, resume_queue: bool = False) -> Reconciliation:
         run.remaining = True
         if isinstance(exc, TransientUpstreamError):
             logs.warning("reconcile stopped at a transient failure", detail=exc.message)
-    try:
-        store.record_run({"counts": run.counts, "remaining": run.remaining}, deadline)
-    except PlatformError as exc:
-        logs.warning("reconcile run not recorded", detail=exc.message)
     return run
 
 

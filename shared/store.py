@@ -72,7 +72,6 @@ __all__ = [
     "read_bookings",
     "read_session",
     "record_issue",
-    "record_run",
     "release_lease",
     "resolve_issue",
     "session_bookings",
@@ -94,8 +93,6 @@ CLASS_SESSIONS = "class_sessions"
 """`class_sessions/{sessionId}`: group classes, their one event and their seats."""
 SEAT_NOTICES = "seat_notices"
 """`seat_notices/{bookingId}-{joined|left}`: the email the platform's mailer owes one student."""
-RECONCILE_RUNS = "reconcile_runs"
-"""`reconcile_runs/latest`: the counts of the last sweep."""
 CALENDAR_CHANGES = "calendar_changes"
 """Subcollection of a booking: one document per event version applied to it (an audit)."""
 BATCH_BOOKINGS = 200
@@ -496,12 +493,6 @@ def resolve_issue(issue_id: str, outcome: str, deadline: Deadline) -> None:
         deadline,
         "resolve issue",
     )
-
-
-def record_run(document: dict[str, Any], deadline: Deadline) -> None:
-    """What the last reconcile run found and did, for admins (`reconcile_runs/latest`)."""
-    ref = firestore_client().collection(RECONCILE_RUNS).document("latest")
-    set_document(ref, {**document, "finishedAt": SERVER_TIME}, deadline, "record reconcile run")
 
 
 def teacher_classes(teacher_email: str, deadline: Deadline) -> list[BookingRead]:

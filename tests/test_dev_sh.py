@@ -89,3 +89,17 @@ def test_pyenv_s_3_13_is_found_when_the_shim_on_the_path_does_not_run(tmp_path: 
     assert result.returncode != 0
     assert "Python" not in result.stderr  # found: the next prerequisite is the one named
     assert "Java" in result.stderr
+
+
+def test_the_suite_names_chromium_when_it_is_missing(tmp_path: Path) -> None:
+    """The admin console's browser tests need Debian's Chromium; `test` checks it first."""
+    path = _path_with(tmp_path, PYTHON, "java", "gcloud", "ls")
+    env = {**os.environ, "PATH": path, "HOME": str(tmp_path), "PYENV_ROOT": str(tmp_path / "p")}
+
+    result = subprocess.run(
+        ["bash", str(ROOT / "dev.sh"), "test"], env=env, capture_output=True, text=True, timeout=30
+    )
+
+    assert result.returncode != 0
+    assert "Chromium is missing" in result.stderr
+    assert "apt-get install chromium" in result.stderr

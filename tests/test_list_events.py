@@ -16,6 +16,7 @@ import jwt as pyjwt
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
+from google.api_core import exceptions as gexc
 
 from devstack.client import StackClient
 from devstack.instrument import firestore_rpcs
@@ -112,6 +113,25 @@ def _plain_event(
         calendarId=calendar_id or client.doc["calendar_id"], body=body
     )
     return str(event.execute()["id"])
+
+
+class _FailingQueries:
+    """Within the block, Firestore queries of `client` fail as a missing index does."""
+
+    def __init__(self, firestore: Any) -> None:
+        self._api = firestore._firestore_api
+        self._original = self._api.run_query
+        self.refused = 0
+
+    def __enter__(self) -> None:
+        def run_query(*args: Any, **kwargs: Any) -> Any:
+            self.refused += 1
+            raise gexc.FailedPrecondition("The query requires an index.")
+
+        self._api.run_query = run_query
+
+    def __exit__(self, *exc: object) -> None:
+        self._api.run_query = self._original
 
 
 # -- who may list -------------------------------------------------------------------------
@@ -519,24 +539,79 @@ def test_filtered_pages_may_be_short_but_paging_finds_every_match(client: StackC
     assert found == [[wanted[1]], [], [wanted[5]]]
 
 
-def test_one_batched_firestore_read_per_page(client: StackClient) -> None:
+def _rpcs_per_page(client: StackClient, **params: str) -> tuple[list[dict[str, int]], list[Any]]:
+    """Page through the window; the Firestore RPCs of each page (the function runs in this
+    process: its Firestore client is the one counted) and the events listed."""
+    token: str | None = None
+    per_page: list[dict[str, int]] = []
+    events: list[Any] = []
+    while True:
+        query = {**WINDOW, **params, **({"pageToken": token} if token else {})}
+        with firestore_rpcs(firestore_client()) as rpcs:
+            body = _list(client, **query).json()
+        per_page.append(dict(rpcs))
+        events += body["events"]
+        token = body["nextPageToken"]
+        if not token:
+            return per_page, events
+
+
+def test_one_firestore_query_per_page_read_beside_calendar(client: StackClient) -> None:
     for n in range(7):
         _class(client, DAY + timedelta(hours=9 + n))
     _plain_event(client, DAY + timedelta(hours=20))
-    # The function runs in this process: count the RPCs of the Firestore client it uses.
-    token: str | None = None
-    per_page: list[dict[str, int]] = []
 
-    while True:
-        params = {**WINDOW, "limit": "3", **({"pageToken": token} if token else {})}
-        with firestore_rpcs(firestore_client()) as rpcs:
-            body = _list(client, **params).json()
-        per_page.append(dict(rpcs))
-        token = body["nextPageToken"]
-        if not token:
-            break
+    per_page, events = _rpcs_per_page(client, limit="3")
 
-    assert per_page == [{"batch_get_documents": 1}] * 3
+    assert per_page == [{"run_query": 1}] * 3
+    assert [e["hasBooking"] for e in events] == [True] * 7 + [False]
+
+
+def test_each_page_reads_ahead_from_where_the_previous_page_ended(
+    client: StackClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Page tokens carry the page's last start: with no more slack than the class that
+    ended the previous page, every page still finds its booking read ahead."""
+    monkeypatch.setattr(listing, "PREFETCH_SLACK", 1)
+    for n in range(4):
+        _class(client, DAY + timedelta(hours=9 + n))
+
+    per_page, events = _rpcs_per_page(client, limit="1")
+
+    assert per_page == [{"run_query": 1}] * 4
+    assert [e["start"][11:16] for e in events] == ["09:00", "10:00", "11:00", "12:00"]
+
+
+def test_bookings_the_read_ahead_misses_are_read_after_the_page(client: StackClient) -> None:
+    """A booking not `scheduled` (its cancel half done), or whose times are Firestore
+    timestamps rather than ISO strings, is not among the bookings read ahead: one batched
+    read after the page joins both."""
+    half_cancelled = _class(client, DAY.replace(hour=9), status="cancelled")
+    timestamps = _class(client, DAY.replace(hour=10))
+    client.db.collection("bookings").document(timestamps).update(
+        {"start": DAY.replace(hour=10), "end": DAY.replace(hour=11)}
+    )
+    scheduled = _class(client, DAY.replace(hour=11))
+
+    per_page, events = _rpcs_per_page(client)
+
+    assert per_page == [{"run_query": 1, "batch_get_documents": 1}]
+    assert [(e["bookingId"], e["status"]) for e in events] == [
+        (half_cancelled, "cancelled"),
+        (timestamps, "scheduled"),
+        (scheduled, "scheduled"),
+    ]
+
+
+def test_a_failed_read_ahead_still_answers_with_every_booking(client: StackClient) -> None:
+    booking_id = _class(client, DAY.replace(hour=9))
+    failing = _FailingQueries(firestore_client())
+
+    with failing:
+        events = _list(client, **WINDOW).json()["events"]
+
+    assert failing.refused == 1
+    assert [(e["bookingId"], e["status"]) for e in events] == [(booking_id, "scheduled")]
 
 
 def test_ics_feed_parses_back_with_the_same_classes(client: StackClient) -> None:
@@ -566,6 +641,25 @@ def test_ics_feed_parses_back_with_the_same_classes(client: StackClient) -> None
     assert attendees == {"mailto:juan.perez@example.com", "mailto:ana.gomez@example.com"}
     assert str(events[0]["UID"]).startswith(event_id_for_booking(early))
     assert feed.walk("VTIMEZONE")[0]["TZID"] == "America/Argentina/Buenos_Aires"
+
+
+def test_an_ics_feed_of_several_pages_reads_each_page_s_bookings_beside_it(
+    client: StackClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feed asks for its next Calendar page while it joins the current one; every class
+    still comes once, in order, with its booking, and each page costs one Firestore query."""
+    monkeypatch.setattr(listing, "FEED_PAGE_SIZE", 2)  # the function runs in this process
+    booked = [_class(client, DAY + timedelta(hours=9 + n)) for n in range(5)]
+
+    with firestore_rpcs(firestore_client()) as rpcs:
+        response = _list(client, **WINDOW, format="ics")
+
+    events = icalendar.Calendar.from_ical(response.content).walk("VEVENT")
+    assert [str(e["UID"]).split("@")[0] for e in events] == [
+        event_id_for_booking(b) for b in booked
+    ]
+    assert all("(scheduled)" in str(e["DESCRIPTION"]) for e in events)
+    assert dict(rpcs) == {"run_query": 3}
 
 
 def test_etag_answers_304_to_a_matching_if_none_match(client: StackClient) -> None:

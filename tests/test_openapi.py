@@ -31,7 +31,7 @@ from shared import errors
 ROOT = Path(__file__).resolve().parent.parent
 OPENAPI = ROOT / "docs" / "openapi.yaml"
 DOCUMENT: dict[str, Any] = yaml.safe_load(OPENAPI.read_text())
-ADMIN_FUNCTIONS = {"list_events", "oauth_start", "renew_watch", "reconcile"}
+ADMIN_FUNCTIONS = {"list_events", "oauth_start", "renew_watch", "reconcile", "admin_console"}
 HTML_FUNCTIONS = {"oauth_callback"}  # answers a browser with a page, errors included
 CHECKS = [
     not_a_server_error,

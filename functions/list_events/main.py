@@ -35,6 +35,7 @@ def list_events(request: Request) -> Handled:
         "events": answer.events,
         "calendar_ms": round(answer.timings.calendar),
         "firestore_ms": round(answer.timings.firestore),
+        "join_ms": round(answer.timings.join),
         "outcome": "not_modified" if answer.status == 304 else "listed",
     }
     return Handled(Response(answer.body, status=answer.status, headers=answer.headers), log)

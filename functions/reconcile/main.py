@@ -9,11 +9,14 @@ ran out first (the next run continues).
 
 from __future__ import annotations
 
+import time
+
 import functions_framework
 from flask import Request
 
 from shared import logs
 from shared.admin import require_scheduler_or_admin
+from shared.health import record_reconcile_run
 from shared.reconcile import sweep
 from shared.upstream import Deadline
 from shared.web import Handled, endpoint, json_response, lower_headers
@@ -25,10 +28,15 @@ BUDGET_SECONDS = 50.0
 @functions_framework.http
 @endpoint("reconcile")
 def reconcile(request: Request) -> Handled:
+    started = time.monotonic()
     deadline = Deadline(BUDGET_SECONDS)
-    logs.bind(caller=require_scheduler_or_admin(lower_headers(request), deadline))
+    caller = require_scheduler_or_admin(lower_headers(request), deadline)
+    logs.bind(caller=caller)
     resume = request.args.get("resumeQueue", "").lower() in ("1", "true", "yes")
     run = sweep(deadline, resume_queue=resume)
+    # For the admin console's health view: when the sweep last ran, and what it did.
+    duration_ms = round((time.monotonic() - started) * 1000)
+    record_reconcile_run((o.outcome for o in run.outcomes), caller, duration_ms, run.remaining)
     for outcome in run.outcomes:
         logs.info(
             "booking reconciled",

@@ -1,0 +1,189 @@
+"""Integration health for the admin console: is Google still connected, is the calendar
+watched, when did the last sync and the last reconcile run, and what did they do.
+
+Everything comes from the documents the platform already keeps (the integration status,
+the watch channel, the sync state) plus one record the reconcile function leaves after each
+sweep, all read in one Firestore round trip; beside it, one `events.list` of a single event
+checks that the stored grant still works, because the status document only learns that a
+grant was revoked when a Calendar call next fails.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from google.cloud import firestore
+
+from shared import logs, store
+from shared.bookings import SERVER_TIME
+from shared.calendar import calendar_api
+from shared.channels import watch_ref
+from shared.clients import firestore_client
+from shared.config import TIME_ZONE, get_settings
+from shared.errors import PlatformError, ReauthorizationRequired
+from shared.sync import sync_ref
+from shared.tokens import integration_status_ref
+from shared.upstream import Deadline
+
+__all__ = [
+    "PROBE_SECONDS",
+    "RECONCILE_RUNS",
+    "local_iso",
+    "read_health",
+    "reconcile_run_ref",
+    "record_reconcile_run",
+]
+
+RECONCILE_RUNS = "reconcile_runs"
+"""`reconcile_runs/last`: when the last reconcile sweep ran, who ran it and its counts."""
+PROBE_SECONDS = 5.0
+"""At most this long for the grant check: the health answer must come even if Calendar hangs."""
+RECORD_SECONDS = 3.0
+ZONE = ZoneInfo(TIME_ZONE)
+_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
+
+
+def reconcile_run_ref() -> firestore.DocumentReference:
+    return firestore_client().collection(RECONCILE_RUNS).document("last")
+
+
+def record_reconcile_run(
+    outcomes: Iterable[str], caller: str, duration_ms: int, remaining: bool = False
+) -> None:
+    """Keep what the sweep just did (best effort: a failure to record only logs)."""
+    counts = Counter(outcomes)
+    document = {
+        "ranAt": SERVER_TIME,
+        "caller": caller,
+        "bookings": sum(counts.values()),
+        "counts": dict(counts),
+        "durationMs": duration_ms,
+        "remaining": remaining,
+    }
+    try:
+        store.set_document(
+            reconcile_run_ref(), document, Deadline(RECORD_SECONDS), "record reconcile run"
+        )
+    except PlatformError as exc:
+        logs.warning("could not record the reconcile run", detail=exc.message)
+
+
+def local_iso(value: Any, naive_zone: tzinfo = UTC) -> str | None:
+    """A Firestore time (or an ISO string) as ISO 8601 in Buenos Aires time; a time
+    without an offset is read in `naive_zone` (a booking's wall-clock times: its zone)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=naive_zone)
+    local: str = value.astimezone(ZONE).isoformat(timespec="seconds")
+    return local
+
+
+def read_health(deadline: Deadline, now: datetime | None = None) -> dict[str, Any]:
+    """The console's health view: grant, watch channel, last sync, last reconcile."""
+    refs = [integration_status_ref(), watch_ref(), sync_ref(), reconcile_run_ref()]
+    read = _pool.submit(
+        contextvars.copy_context().run,
+        store.get_many,
+        refs,
+        deadline,
+        "read integration health",
+    )
+    probe = _probe_grant(deadline)
+    snaps = read.result()
+    status, watch, sync, reconcile = (
+        (snaps[ref.path].to_dict() or {}) if snaps[ref.path].exists else {} for ref in refs
+    )
+    now = now or datetime.now(UTC)
+    return {
+        "checkedAt": local_iso(now),
+        "timeZone": TIME_ZONE,
+        "grant": _grant(status, probe),
+        "watch": _watch(watch, now),
+        "sync": _sync(sync, now),
+        "reconcile": _reconcile(reconcile),
+    }
+
+
+def _probe_grant(deadline: Deadline) -> dict[str, Any]:
+    """One event listed with the stored grant: does Calendar still accept it?"""
+    probe_deadline = Deadline(min(PROBE_SECONDS, deadline.remaining()))
+    try:
+        calendar_api().list_events({"maxResults": 1, "fields": "accessRole"}, probe_deadline)
+    except PlatformError as exc:
+        return {"ok": False, "code": exc.code, "message": exc.message}
+    return {"ok": True, "code": None, "message": None}
+
+
+def _grant(status: dict[str, Any], probe: dict[str, Any]) -> dict[str, Any]:
+    recorded = str(status.get("status") or "unknown")
+    if probe["ok"]:
+        state = "connected"
+    elif probe["code"] == ReauthorizationRequired.code or recorded == "needs_reconsent":
+        state = "needs_reconsent"
+    else:
+        state = "unreachable" if probe["code"] == "upstream_unavailable" else "error"
+    return {
+        "state": state,
+        "recordedStatus": recorded,
+        "mode": status.get("mode") or get_settings().calendar_auth,
+        "calendarId": status.get("calendarId") or get_settings().calendar_id,
+        "connectedBy": status.get("connectedBy"),
+        "connectedAt": local_iso(status.get("connectedAt")),
+        "reason": status.get("reason"),
+        "unusableSince": local_iso(status.get("unusableSince")),
+        "check": probe,
+    }
+
+
+def _watch(data: dict[str, Any], now: datetime) -> dict[str, Any]:
+    expiration = data.get("expiration")
+    renew_before = timedelta(seconds=get_settings().channel_renew_before_seconds)
+    if not data.get("channelId") or not isinstance(expiration, datetime):
+        state, seconds_left = "missing", None
+    else:
+        left = expiration - now
+        seconds_left = int(left.total_seconds())
+        state = "ok" if left > renew_before else "renew_soon" if left > timedelta(0) else "expired"
+    return {
+        "state": state,
+        "channelId": data.get("channelId"),
+        "expiration": local_iso(expiration),
+        "secondsLeft": seconds_left,
+        "renewedAt": local_iso(data.get("renewedAt")),
+    }
+
+
+def _sync(data: dict[str, Any], now: datetime) -> dict[str, Any]:
+    lease = data.get("lease") or {}
+    until = lease.get("until") if isinstance(lease, dict) else None
+    round_stats = data.get("lastRound")
+    return {
+        "lastSyncAt": local_iso(data.get("lastSyncAt")),
+        "lastFullSyncAt": local_iso(data.get("lastFullSyncAt")),
+        "lastRound": round_stats if isinstance(round_stats, dict) else None,
+        "pending": int(data.get("pending") or 0),
+        "running": isinstance(until, datetime) and until > now,
+    }
+
+
+def _reconcile(data: dict[str, Any]) -> dict[str, Any]:
+    counts = data.get("counts")
+    return {
+        "lastRunAt": local_iso(data.get("ranAt")),
+        "caller": data.get("caller"),
+        "bookings": int(data.get("bookings") or 0),
+        "counts": {str(k): int(v) for k, v in counts.items()} if isinstance(counts, dict) else {},
+        "durationMs": data.get("durationMs"),
+    }
