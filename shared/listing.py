@@ -166,6 +166,7 @@ class _Row:
     event: dict[str, Any]
     booking: dict[str, Any] | None
     link: ClassEvent | None = None
+    session: dict[str, Any] | None = None
 
 
 # -- parameters ---------------------------------------------------------------------------
@@ -503,11 +504,36 @@ def _join(
         if missing:
             with timings.measure("firestore"):
                 found.update(read_bookings(missing, deadline))
+    sessions = _sessions_of(events, deadline, timings)
     rows = [
-        _Row(event, found.get(booking_id) if booking_id else None, link)
+        _Row(
+            event,
+            found.get(booking_id) if booking_id else None,
+            link,
+            sessions.get(_session_id(event)),
+        )
         for event, booking_id, link in zip(events, named, links, strict=True)
     ]
     return [row for row in rows if _wanted(row, query)]
+
+
+def _session_id(event: dict[str, Any]) -> str:
+    private = (event.get("extendedProperties") or {}).get("private") or {}
+    return _usable(str(private.get("sessionId") or ""))
+
+
+def _sessions_of(
+    events: list[dict[str, Any]], deadline: Deadline, timings: Timings
+) -> dict[str, dict[str, Any]]:
+    """The group sessions a page's events belong to (one event each), in one batched read."""
+    ids = sorted({_session_id(event) for event in events} - {""})
+    if not ids:
+        return {}
+    with timings.measure("firestore"):
+        snaps = store.get_many(
+            [store.sessions().document(i) for i in ids], deadline, "read the sessions of a page"
+        )
+    return {snap.id: snap.to_dict() or {} for snap in snaps.values() if snap.exists}
 
 
 def _last_start(events: list[dict[str, Any]]) -> datetime | None:
@@ -600,6 +626,24 @@ def admin_item(row: _Row) -> dict[str, Any]:
         "student": _person(booking.get("student")),
         "teacher": _person(booking.get("teacher")),
         "paymentStatus": booking.get("paymentStatus"),
+        "session": _session_item(row) if row.session is not None else None,
+    }
+
+
+def _session_item(row: _Row) -> dict[str, Any]:
+    """A group class once, with its seats (seats taken of capacity, each seat's booking)."""
+    session = row.session or {}
+    seats = session.get("seats") if isinstance(session.get("seats"), dict) else {}
+    return {
+        "sessionId": _session_id(row.event),
+        "capacity": session.get("capacity"),
+        "seatsTaken": len(seats or {}),
+        "seats": [
+            {"bookingId": booking_id, "status": seat.get("status")}
+            for booking_id, seat in sorted((seats or {}).items())
+            if isinstance(seat, dict)
+        ],
+        "teacher": _person(session.get("teacher")),
     }
 
 

@@ -226,3 +226,21 @@ def test_reconcile_puts_back_a_paid_seat_and_reports_a_stranger(client: StackCli
     assert run.counts["attendee_without_seat"]["found"] == 1
     guests = {a["email"] for a in client.event(event_id)["attendees"]}
     assert "estudiante0@example.com" in guests
+
+
+def test_the_admin_listing_shows_a_session_once_with_its_seats(client: StackClient) -> None:
+    session = _new_session(client, 5)
+    for n in range(2):
+        _, payment_id = _seat(client, session["sessionId"], n)
+        client.notify(payment_id)
+
+    listed = requests.get(
+        client.doc["functions"]["list_events"],
+        params={"from": "2026-12-10T00:00:00-03:00", "to": "2026-12-11T00:00:00-03:00"},
+        headers={"X-API-Key": client.doc["secrets"]["admin_api_key"]},
+        timeout=30,
+    ).json()["events"]
+
+    assert len(listed) == 1
+    assert listed[0]["session"]["sessionId"] == session["sessionId"]
+    assert (listed[0]["session"]["capacity"], listed[0]["session"]["seatsTaken"]) == (5, 2)
