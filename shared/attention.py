@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-import json
 import re
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,11 +36,11 @@ from shared.errors import (
     Conflict,
     InvalidRequest,
     NotFound,
-    UnsupportedMediaType,
     UpstreamConflict,
 )
 from shared.health import local_iso
 from shared.upstream import Deadline
+from shared.web import json_object
 
 __all__ = [
     "ATTENTION_HANDLED",
@@ -261,14 +260,7 @@ def _handled(marker: dict[str, Any]) -> dict[str, Any]:
 
 def parse_handled(body: bytes, content_type: str) -> HandledRequest:
     """The request's JSON, field by field; anything wrong is a 400 naming the field."""
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise UnsupportedMediaType("send the request as application/json")
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidRequest("the body is not valid JSON") from exc
-    if not isinstance(raw, dict):
-        raise InvalidRequest("the body must be a JSON object")
+    raw = json_object(body, content_type)
     if raw.get("action") != "mark_handled":
         raise InvalidRequest("action must be mark_handled", parameter="action")
     unknown = sorted(set(raw) - {"action", "itemId", "kind", "note"})
