@@ -43,8 +43,8 @@ check_prerequisites() {
     || die "the Firestore emulator is missing: gcloud components install cloud-firestore-emulator (or the Debian package google-cloud-cli-firestore-emulator)."
 }
 
-# The admin console's browser tests drive Debian's Chromium through Playwright (never
-# `playwright install`: it downloads a browser build of its own).
+# The admin console's browser tests drive Debian's Chromium through Playwright's
+# executable_path; Playwright's own browser download is never used (it cannot work here).
 check_chromium() {
   command -v chromium >/dev/null || die "Chromium is missing: install the Debian package chromium (apt-get install chromium); the admin console's browser tests need it."
 }
