@@ -15,6 +15,7 @@ from google.cloud import secretmanager
 
 from shared.clients import on_reset, secret_manager_client
 from shared.config import get_settings
+from shared.errors import CredentialsRejected, TransientUpstreamError
 from shared.upstream import Deadline, Upstream, call
 
 __all__ = [
@@ -32,7 +33,11 @@ MISMATCH_REFRESH_SECONDS = 30.0
 """How often a mismatch may re-read one secret: a rotation is seen within this, while
 forged requests cost at most one Secret Manager read per secret per interval."""
 
+DOWN_SECONDS = 5.0
+"""After Secret Manager failed, how long reads fail fast (or serve the expired value)."""
+
 _cache: dict[str, tuple[float, str]] = {}
+_down_until: dict[str, float] = {}
 _cache_lock = threading.Lock()
 _refreshed: dict[str, float] = {}  # secret id -> when a mismatch last re-read it
 
@@ -57,18 +62,35 @@ def read_secret(
     now = time.monotonic()
     with _cache_lock:
         cached = _cache.get(secret_id)
+        down_until = _down_until.get(secret_id, 0.0)
     if cached and not fresh and now - cached[0] < max_age:
         return cached[1]
+    if now < down_until:
+        # Secret Manager just failed: answer at once instead of holding a request thread
+        # for the whole budget (a burst of deliveries would queue behind each other).
+        if cached and not fresh:
+            return cached[1]
+        raise TransientUpstreamError(f"Secret Manager unavailable: read secret {secret_id}")
     name = f"{_secret_path(secret_id)}/versions/latest"
-    response = call(
-        Upstream.SECRET_MANAGER,
-        lambda t: secret_manager_client().access_secret_version(name=name, retry=None, timeout=t),
-        deadline or Deadline(BUDGET_SECONDS),
-        f"read secret {secret_id}",
-    )
+    try:
+        response = call(
+            Upstream.SECRET_MANAGER,
+            lambda t: secret_manager_client().access_secret_version(
+                name=name, retry=None, timeout=t
+            ),
+            deadline or Deadline(BUDGET_SECONDS),
+            f"read secret {secret_id}",
+        )
+    except TransientUpstreamError as exc:
+        with _cache_lock:
+            _down_until[secret_id] = time.monotonic() + DOWN_SECONDS
+        if cached and not fresh and not isinstance(exc, CredentialsRejected):
+            return cached[1]  # an expired value beats no value while Google is down
+        raise
     value = str(response.payload.data.decode("utf-8")).strip()
     with _cache_lock:
         _cache[secret_id] = (now, value)
+        _down_until.pop(secret_id, None)
     return value
 
 
@@ -153,6 +175,7 @@ def forget_cached_secrets() -> None:
     with _cache_lock:
         _cache.clear()
         _refreshed.clear()
+        _down_until.clear()
 
 
 on_reset(forget_cached_secrets)

@@ -159,3 +159,17 @@ def test_a_mismatch_reads_the_secret_again_once_per_interval(
     assert matching_secret("s", lambda v: v == "newer") == "newer"
     assert reads[-2:] == [False, True]
     secrets.forget_cached_secrets()
+
+
+def test_after_secret_manager_fails_reads_fail_fast_for_a_while(client: StackClient) -> None:
+    """A burst of deliveries during an outage must not each wait out the whole budget."""
+    from shared.errors import TransientUpstreamError
+    from shared.upstream import Deadline
+
+    client.set_faults("secretmanager", {"rules": [{"status": 503}]})
+    with pytest.raises(TransientUpstreamError):
+        read_secret("admin-api-key", Deadline(1.5))
+    started = time.monotonic()
+    with pytest.raises(TransientUpstreamError):
+        read_secret("admin-api-key", Deadline(1.5))
+    assert time.monotonic() - started < 0.1
