@@ -4,6 +4,8 @@
 #   ./dev.sh demo   the paid-booking flow end to end; last line is a JSON summary
 #   ./dev.sh test   the whole suite, plus ruff check, ruff format --check and mypy --strict
 #   ./dev.sh bench  the benchmarks under bench/
+#   ./dev.sh proof  measures every promise on a stack of its own; writes docs/proof.md
+#                   (one part: ./dev.sh proof chaos|fuzz|secrets|load|bench; --short: the CI one)
 #   ./dev.sh lock   requirements.in -> requirements.txt, requirements-dev.in -> requirements-dev.txt
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -104,9 +106,12 @@ case "$cmd" in
   bench)
     check_prerequisites; ensure_venv
     for b in bench/*.py; do echo "== $b"; .venv/bin/python "$b" "$@"; done ;;
+  proof)
+    check_prerequisites; ensure_venv
+    exec .venv/bin/python -m proof "$@" ;;
   lock)
     check_python; ensure_venv
     lock "$@" ;;
   *)
-    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
