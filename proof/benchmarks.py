@@ -38,7 +38,7 @@ CLIENT_LIBRARIES = (
     "icalendar",
     "requests",
 )
-RATIO_LINE = re.compile(r"ratio|full / incremental|->|calls per|upstream calls|RSS", re.I)
+RATIO_LINE = re.compile(r"\bratio|full / incremental|->|upstream calls|RSS|Firestore RPCs", re.I)
 
 _STAGED = """
 import json, sys, time
@@ -76,7 +76,9 @@ def run_bench_scripts(out_dir: Path = PROOF_DIR / "bench") -> dict[str, Any]:
         lines = [line.strip() for line in completed.stdout.splitlines()]
         results[script.name] = {
             "exitCode": completed.returncode,
-            "ratioLines": [line for line in lines if RATIO_LINE.search(line) and line],
+            "ratioLines": [
+                line for line in lines if RATIO_LINE.search(line) and not line.startswith("{")
+            ],
         }
         if completed.returncode != 0:
             failures.append(f"bench/{script.name} exited {completed.returncode}")

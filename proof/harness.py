@@ -112,6 +112,7 @@ class Answers:
             or (a.timeout >= ceiling and _is_timeout(a.error))
         ]
         sent_in: Counter[str] = Counter()
+        sent_between: dict[str, list[float]] = {}
         for a in too_slow:
             sent = a.at - (a.seconds or 0.0)
             label = next(
@@ -119,9 +120,14 @@ class Answers:
                 "outside every fault window",
             )
             sent_in[label] += 1
+            span = sent_between.setdefault(label, [sent, sent])
+            span[0], span[1] = min(span[0], sent), max(span[1], sent)
         return {
             "total": len(items),
             "slowBySendingWindow": dict(sent_in),
+            "slowSentBetween": {
+                k: [round(v[0], 1), round(v[1], 1)] for k, v in sent_between.items()
+            },
             "byFunction": {fn: dict(sorted(c.items())) for fn, c in sorted(by_function.items())},
             "unexpected5xx": len(bad_5xx),
             "unexpected5xxSamples": [asdict(a) for a in bad_5xx[:10]],

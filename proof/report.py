@@ -154,7 +154,11 @@ def _chaos(fig: dict[str, Any]) -> list[str]:
         f"{ans['slowerThanCeiling']}"
         + (
             " (by when their request was sent: "
-            + ", ".join(f"{k}: {v}" for k, v in ans["slowBySendingWindow"].items())
+            + ", ".join(
+                f"{k}: {v}, sent from {ans['slowSentBetween'][k][0]} s to "
+                f"{ans['slowSentBetween'][k][1]} s"
+                for k, v in ans["slowBySendingWindow"].items()
+            )
             + ")"
             if ans["slowBySendingWindow"]
             else ""
