@@ -6,6 +6,8 @@
 #                   JSON summary (consoleUrl too)
 #   ./dev.sh test   the whole suite (Chromium needed), plus ruff check, ruff format --check and mypy
 #   ./dev.sh bench  the benchmarks under bench/
+#   ./dev.sh proof  measures every promise on a stack of its own; writes docs/proof.md
+#                   (one part: ./dev.sh proof chaos|fuzz|secrets|load|bench; --short: the CI one)
 #   ./dev.sh lock   requirements.in -> requirements.txt, requirements-dev.in -> requirements-dev.txt
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -112,6 +114,9 @@ case "$cmd" in
   bench)
     check_prerequisites; ensure_venv
     for b in bench/*.py; do echo "== $b"; .venv/bin/python "$b" "$@"; done ;;
+  proof)
+    check_prerequisites; ensure_venv
+    exec .venv/bin/python -m proof "$@" ;;
   lock)
     check_python; ensure_venv
     lock "$@" ;;

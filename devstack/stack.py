@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,17 +140,29 @@ class FirestoreEmulator:
 
 @dataclass
 class LocalStack:
-    """Everything `./dev.sh up` runs, startable from a test session too."""
+    """Everything `./dev.sh up` runs, startable from a test session too.
+
+    Two options exist for fault injection (`proof/`), both off by default:
+    `firestore_front(host)` receives the Firestore emulator's `host:port` once it runs and
+    returns the `host:port` the functions are given instead (a proxy in front of it), while
+    `stack.json` `emulators.firestore` keeps naming the emulator itself; `function_env` adds
+    environment variables per function (e.g. `THREADS`, functions-framework's worker
+    threads). With functions as processes, `restart_function` kills one and starts it again.
+    """
 
     functions_in_process: bool = False
     state_dir: Path = ROOT / ".local"
     project_id: str = PROJECT_ID
     calendar_id: str = CALENDAR_ID
+    firestore_front: Callable[[str], str] | None = None
+    function_env: dict[str, dict[str, str]] = field(default_factory=dict)
     firestore: FirestoreEmulator | None = None
     emulators: RunningEmulators | None = None
     document: dict[str, Any] = field(default_factory=dict)
     _function_servers: list[ServerThread] = field(default_factory=list)
     function_processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _function_ports: dict[str, int] = field(default_factory=dict)
+    _function_env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> dict[str, Any]:
         check_prerequisites()
@@ -181,7 +194,11 @@ class LocalStack:
         env = {
             "GOOGLE_CLOUD_PROJECT": self.project_id,
             "CALENDAR_ID": self.calendar_id,
-            "FIRESTORE_EMULATOR_HOST": self.firestore.host,
+            "FIRESTORE_EMULATOR_HOST": (
+                self.firestore_front(self.firestore.host)
+                if self.firestore_front
+                else self.firestore.host
+            ),
             "CALENDAR_API_ENDPOINT": urls["calendar"],
             "SECRET_MANAGER_ENDPOINT": urls["secretmanager"],
             "GOOGLE_OAUTH_AUTH_URI": f"{oauth_base}/o/oauth2/auth",
@@ -304,25 +321,44 @@ class LocalStack:
                 app = functions_framework.create_app(name, str(FUNCTIONS_DIR / name / "main.py"))
                 self._function_servers.append(ServerThread(app, ports[name]).start())
             return
-        child_env = {**os.environ, **env}
-        bin_dir = Path(sys.executable).parent
+        self._function_ports = dict(ports)
+        self._function_env = {**os.environ, **env}
         for name in names:
-            log = open(self.state_dir / f"{name}.log", "wb")  # noqa: SIM115
-            self.function_processes[name] = subprocess.Popen(
-                [
-                    str(bin_dir / "functions-framework"),
-                    f"--source={FUNCTIONS_DIR / name / 'main.py'}",
-                    f"--target={name}",
-                    "--host=127.0.0.1",
-                    f"--port={ports[name]}",
-                ],
-                env=child_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self._spawn_function(name, truncate_log=True)
         for name in names:
             wait_for_http(f"http://127.0.0.1:{ports[name]}/", timeout=60)
+
+    def _spawn_function(self, name: str, *, truncate_log: bool) -> None:
+        bin_dir = Path(sys.executable).parent
+        log = open(self.state_dir / f"{name}.log", "wb" if truncate_log else "ab")  # noqa: SIM115
+        self.function_processes[name] = subprocess.Popen(
+            [
+                str(bin_dir / "functions-framework"),
+                f"--source={FUNCTIONS_DIR / name / 'main.py'}",
+                f"--target={name}",
+                "--host=127.0.0.1",
+                f"--port={self._function_ports[name]}",
+            ],
+            env={**self._function_env, **self.function_env.get(name, {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()  # the child holds its own copy
+
+    def restart_function(self, name: str, kill_signal: int = signal.SIGKILL) -> float:
+        """Kill one function's instance (its whole process group) and start it again on the
+        same port, its log appended to; returns the seconds until it answered again."""
+        if self.functions_in_process:
+            raise RuntimeError("restart_function needs functions as processes")
+        started = time.monotonic()
+        process = self.function_processes[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, kill_signal)
+        process.wait(timeout=30)
+        self._spawn_function(name, truncate_log=False)
+        wait_for_http(f"http://127.0.0.1:{self._function_ports[name]}/", timeout=60)
+        return time.monotonic() - started
 
     def stop(self) -> None:
         for process in self.function_processes.values():
