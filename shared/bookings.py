@@ -101,7 +101,8 @@ TRANSITIONS: dict[BookingStatus, frozenset[BookingStatus]] = {
     | ENDED,
     BookingStatus.PAID: frozenset({BookingStatus.SCHEDULED}) | ENDED,
     BookingStatus.SCHEDULED: ENDED,
-    BookingStatus.CANCELLED: frozenset(),
+    # Only a booking cancelled in Google Calendar, whose payment is then reversed.
+    BookingStatus.CANCELLED: frozenset({BookingStatus.REFUNDED, BookingStatus.CHARGED_BACK}),
     BookingStatus.REFUNDED: frozenset(),
     BookingStatus.CHARGED_BACK: frozenset(),
     BookingStatus.OVER_CAPACITY: frozenset({BookingStatus.REFUNDED, BookingStatus.CANCELLED}),
@@ -576,6 +577,15 @@ def _ended(booking: Booking, payment: Payment) -> Decision:
     issue = None
     if payment.status in REVERSALS and payment.status != booking.payment_status:
         fields = _payment_fields(payment)  # e.g. the refund of a class an admin cancelled
+        ended = REVERSALS[payment.status]
+        if (
+            booking.status == BookingStatus.CANCELLED
+            and booking.needs_attention == "event_cancelled"
+            and can_move(booking.status, ended)
+        ):
+            # Our own cancel of the event reached the sync first (it saw only "cancelled in
+            # Google Calendar"): the refund says why, and no admin has a refund to decide.
+            fields.update({"status": ended.value, "needsAttention": REMOVE})
     elif payment.approved and not booking.payment_id:
         fields = _payment_fields(payment)  # paid after it was cancelled: an admin refunds
         issue = Issue("paid_cancelled_booking", {"bookingId": booking.id})

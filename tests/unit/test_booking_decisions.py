@@ -635,3 +635,31 @@ def test_a_seat_moves_only_with_its_session() -> None:
         decide_reschedule(
             seat, _at("2026-12-11T18:00:00-03:00"), _at("2026-12-11T19:00:00-03:00"), []
         )
+
+
+def test_a_refund_whose_event_cancel_reached_the_sync_first_ends_the_booking_refunded() -> None:
+    """The refund cancels the event; the push's sync may mark the booking `cancelled` (with
+    "a refund may be due") before the refund's commit, which then reads it again."""
+    seen_by_sync = booking(
+        status="cancelled",
+        calendarStatus="cancelled",
+        needsAttention="event_cancelled",
+        paymentId="111",
+        paymentStatus="approved",
+        googleEventId="e1",
+    )
+    decision = decide_payment(BOOKING, seen_by_sync, BOOKING, payment("refunded"))
+    assert decision.fields is not None
+    assert decision.fields["status"] == BookingStatus.REFUNDED
+    assert decision.fields["needsAttention"] is REMOVE
+    assert not decision.cancel_event
+
+
+def test_the_refund_of_a_class_an_admin_cancelled_keeps_it_cancelled() -> None:
+    by_admin = booking(
+        status="cancelled", calendarStatus="cancelled", paymentId="111", paymentStatus="approved"
+    )
+    decision = decide_payment(BOOKING, by_admin, BOOKING, payment("refunded"))
+    assert decision.fields is not None
+    assert "status" not in decision.fields
+    assert decision.fields["paymentStatus"] == "refunded"
