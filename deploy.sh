@@ -135,6 +135,7 @@ BUILDER=$(sa_email fn-builder)
 SCHEDULER=$(sa_email scheduler-invoker)
 TASKS=$(sa_email tasks-invoker)
 QUEUE="projects/$PROJECT/locations/$REGION/queues/schedule-class"
+SYNC_QUEUE="projects/$PROJECT/locations/$REGION/queues/calendar-sync"
 
 missing=()
 accounts=("$BUILDER")
@@ -173,8 +174,10 @@ env_vars+=";OAUTH_REDIRECT_URI=$base_url/oauth_callback"
 env_vars+=";NOTIFICATIONS_URL=$base_url/calendar_notifications"
 env_vars+=";PUBLIC_EVENTS_ENABLED=${PUBLIC_EVENTS_ENABLED:-false}"
 env_vars+=";PUBLIC_CALENDAR_ID=${PUBLIC_CALENDAR_ID:-}"
-# The queue between payments and Calendar (created by Terraform, infra/main.tf).
+# The queue between payments and Calendar, and the one holding the sync's deferred rounds
+# (both created by Terraform, infra/main.tf).
 env_vars+=";SCHEDULING_QUEUE=$QUEUE"
+env_vars+=";SYNC_QUEUE=$SYNC_QUEUE"
 env_vars+=";SCHEDULE_CLASS_URL=$base_url/schedule_class"
 env_vars+=";TASKS_INVOKER_EMAIL=$TASKS"
 

@@ -174,7 +174,7 @@ def run(stack: LocalStack, total: int, changed: int, samples: int) -> int:
     started = time.perf_counter()
     seeded = seed(client, total)
     print(f"seeded {total} events and bookings in {time.perf_counter() - started:.1f}s")
-    first = request_sync(Deadline(600))
+    first = request_sync(Deadline(600), due=True)
     print(f"initial full sync: {first.as_json()}")
 
     # The same amount of news for both: `changed` events moved before each measured sync.
@@ -184,7 +184,7 @@ def run(stack: LocalStack, total: int, changed: int, samples: int) -> int:
         client, lambda: list_everything({"syncToken": token})
     )
     incremental, incremental_calls, incremental_s = measured(
-        client, lambda: request_sync(Deadline(600))
+        client, lambda: request_sync(Deadline(600), due=True)
     )
     move_all(client, seeded[:changed])
     window = (datetime.now(ZONE) - timedelta(days=1)).isoformat()
@@ -192,7 +192,7 @@ def run(stack: LocalStack, total: int, changed: int, samples: int) -> int:
         client, lambda: list_everything({"timeMin": window, "showDeleted": True})
     )
     sync_ref().update({"syncToken": ""})  # the same sync without a token: a full listing
-    full, full_calls, full_s = measured(client, lambda: request_sync(Deadline(600)))
+    full, full_calls, full_s = measured(client, lambda: request_sync(Deadline(600), due=True))
     assert incremental.stats.applied == changed, incremental.as_json()
     assert full.stats.applied == changed, full.as_json()
 

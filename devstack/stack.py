@@ -38,10 +38,12 @@ FUNCTIONS_DIR = ROOT / "functions"
 PROJECT_ID = "demo-virtual-classes"
 CALENDAR_ID = "clases@demo-virtual-classes.local"
 ADMIN_EMAIL = "admin@example.com"
-# Cloud Tasks: the region infra/ deploys to, and the queue classes will be scheduled through.
+# Cloud Tasks: the region infra/ deploys to, the queue classes are scheduled through and the
+# queue holding the sync's deferred rounds (both as infra/main.tf declares them).
 CLOUD_TASKS_LOCATION = "southamerica-east1"
 TASKS_INVOKER = "tasks-invoker@demo-virtual-classes.iam.gserviceaccount.com"
 SCHEDULE_QUEUE_ID = "schedule-class"
+SYNC_QUEUE_ID = "calendar-sync"
 OPENAPI = ROOT / "docs" / "openapi.yaml"
 
 
@@ -178,11 +180,11 @@ class LocalStack:
         self.emulators = start_emulators(creds)
         urls = self.emulators.urls()
         oauth_base = urls["oauth"]
-        schedule_queue = (
-            f"projects/{self.project_id}/locations/{CLOUD_TASKS_LOCATION}"
-            f"/queues/{SCHEDULE_QUEUE_ID}"
-        )
-        self.emulators.cloudtasks.seed_queue(schedule_queue)  # reset puts it back as it is
+        queues = f"projects/{self.project_id}/locations/{CLOUD_TASKS_LOCATION}/queues"
+        schedule_queue = f"{queues}/{SCHEDULE_QUEUE_ID}"
+        sync_queue = f"{queues}/{SYNC_QUEUE_ID}"
+        for queue in (schedule_queue, sync_queue):
+            self.emulators.cloudtasks.seed_queue(queue)  # reset puts it back as it is
         stack_secrets = {
             "mercadopago_webhook_secret": secrets.token_hex(32),
             "admin_api_key": secrets.token_urlsafe(32),
@@ -223,6 +225,8 @@ class LocalStack:
             env["TASKS_INVOKER_EMAIL"] = TASKS_INVOKER
         if "calendar_notifications" in function_urls:
             env["NOTIFICATIONS_URL"] = function_urls["calendar_notifications"]
+            if "TASKS_INVOKER_EMAIL" in env:
+                env["SYNC_QUEUE"] = sync_queue  # the sync keeps its pace, as deployed
         if "payment_webhook" in function_urls:
             # What a merchant sets in Mercado Pago's "Your integrations": the URL with
             # source_news=webhooks (no IPN beside it) and the secret its signatures use.
@@ -261,7 +265,7 @@ class LocalStack:
             "cloud_tasks": {
                 "endpoint": urls["cloudtasks"],
                 "location": CLOUD_TASKS_LOCATION,
-                "queues": {"schedule_class": schedule_queue},
+                "queues": {"schedule_class": schedule_queue, "calendar_sync": sync_queue},
             },
             "admin_email": ADMIN_EMAIL,
             "openapi": {"path": str(OPENAPI), "url": f"{openapi.url}/openapi.yaml"},

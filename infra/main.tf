@@ -59,6 +59,7 @@ locals {
     PUBLIC_EVENTS_ENABLED        = tostring(var.public_events_enabled)
     PUBLIC_CALENDAR_ID           = var.public_calendar_id
     SCHEDULING_QUEUE             = google_cloud_tasks_queue.schedule_class.id
+    SYNC_QUEUE                   = google_cloud_tasks_queue.calendar_sync.id
     SCHEDULE_CLASS_URL           = local.urls["schedule_class"]
     TASKS_INVOKER_EMAIL          = google_service_account.tasks.email
   }
@@ -271,25 +272,29 @@ resource "google_service_account" "scheduler" {
   description  = "Signs the OIDC tokens Cloud Scheduler sends to the scheduled functions."
 }
 
-# Cloud Tasks calls schedule_class with an OIDC token of this identity.
+# Cloud Tasks calls schedule_class (and calendar_notifications, for deferred sync rounds)
+# with an OIDC token of this identity.
 resource "google_service_account" "tasks" {
   account_id   = "tasks-invoker"
   display_name = "Cloud Tasks invoker"
-  description  = "Signs the OIDC tokens the schedule-class queue sends to schedule_class."
+  description  = "Signs the OIDC tokens the queues send: schedule-class to schedule_class, calendar-sync to calendar_notifications."
 }
 
 # The queue between payments and Calendar. Google allows one user about 600 Calendar
-# requests a minute; a class costs one or two, so 4 dispatches a second stays below it with
-# room for the webhook's reads and the sync. Retries never give up (reconcile would notice
+# requests a minute (10 a second) and a class costs one insert: the sync's push-triggered
+# listings keep their own pace (calendar-sync below, 12 a minute at most), so 9.5 dispatches
+# a second leave about 18 requests a minute for admins' listings and reconcile
+# (bench/burst.py: 1.05x the quota's floor). Retries never give up (reconcile would notice
 # within 15 minutes anyway) and back off to five minutes; a 429 from schedule_class slows
-# the queue further.
+# the queue further (Cloud Tasks' system throttling). schedule_class serves up to 20 at once
+# (functions.json: 4 per instance, 5 instances).
 resource "google_cloud_tasks_queue" "schedule_class" {
   name     = "schedule-class"
   location = var.region
 
   rate_limits {
-    max_dispatches_per_second = 4
-    max_concurrent_dispatches = 8
+    max_dispatches_per_second = 9.5
+    max_concurrent_dispatches = 16 # an insert with a Meet link takes up to a second or so
   }
 
   retry_config {
@@ -313,9 +318,43 @@ resource "google_cloud_tasks_queue_iam_member" "queue_user" {
   member   = google_service_account.function[each.key].member
 }
 
+# The sync's deferred rounds: a push sooner than SYNC_INTERVAL_SECONDS after the last round
+# asks for one round at the paced time (named after it, so many pushes make one task), sent
+# back to calendar_notifications with the tasks identity's OIDC token. One at a time: rounds
+# of one calendar never overlap anyway (the sync's lease). Never paused: reading changes back
+# is not what Google's usage limit stops.
+resource "google_cloud_tasks_queue" "calendar_sync" {
+  name     = "calendar-sync"
+  location = var.region
+
+  rate_limits {
+    max_dispatches_per_second = 1
+    max_concurrent_dispatches = 1
+  }
+
+  retry_config {
+    max_attempts       = 10
+    max_retry_duration = "900s"
+    min_backoff        = "5s"
+    max_backoff        = "120s"
+    max_doublings      = 4
+  }
+
+  depends_on = [google_project_service.api]
+}
+
+# A push (calendar_notifications) or the scheduled catch-up (renew_watch) may defer a round.
+resource "google_cloud_tasks_queue_iam_member" "sync_enqueuer" {
+  for_each = toset(["calendar_notifications", "renew_watch"])
+  name     = google_cloud_tasks_queue.calendar_sync.id
+  location = var.region
+  role     = "roles/cloudtasks.enqueuer"
+  member   = google_service_account.function[each.key].member
+}
+
 # Enqueuing a task with the tasks identity's OIDC token requires acting as it.
 resource "google_service_account_iam_member" "act_as_tasks" {
-  for_each           = toset(["payment_webhook", "reconcile"])
+  for_each           = toset(["payment_webhook", "reconcile", "calendar_notifications", "renew_watch"])
   service_account_id = google_service_account.tasks.name
   role               = "roles/iam.serviceAccountUser"
   member             = google_service_account.function[each.key].member

@@ -179,10 +179,11 @@ def require_scheduler_or_admin(headers: Mapping[str, str], deadline: Deadline) -
     )
 
 
-def require_tasks_or_admin(headers: Mapping[str, str], deadline: Deadline) -> str:
-    """Cloud Tasks' OIDC token (the queue's own service account), or an admin."""
+def require_tasks_or_admin(headers: Mapping[str, str], deadline: Deadline, url: str) -> str:
+    """Cloud Tasks' OIDC token for the function at `url` (the queues' own service account),
+    or an admin."""
     settings = get_settings()
-    audience = settings.tasks_audience or settings.schedule_class_url
+    audience = settings.tasks_audience or url
     invokers = (settings.tasks_invoker_email.lower(),) if settings.tasks_invoker_email else ()
     return _invoker_or_admin(headers, deadline, audience, invokers, "tasks")
 

@@ -29,6 +29,7 @@ TIME_ZONE = "America/Argentina/Buenos_Aires"
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 CALENDAR_AUTH_MODES = ("oauth", "service_account")
+MAX_SYNC_INTERVAL_SECONDS = 60.0
 _EMAIL = re.compile(r"[^@\s,]+@[^@\s,]+\.[^@\s,]+")
 _QUEUE = re.compile(
     r"projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/locations/[a-z0-9-]+/queues/[A-Za-z0-9-]{1,100}"
@@ -162,6 +163,9 @@ class Settings:
     notifications_url: str = ""
     channel_ttl_seconds: float = 7 * 24 * 3600.0
     channel_renew_before_seconds: float = 24 * 3600.0
+    # The sync's pace (empty SYNC_QUEUE: every notification syncs at once).
+    sync_queue: str = ""
+    sync_interval_seconds: float = 5.0
     scheduler_audience: str = ""
     scheduler_invoker_emails: tuple[str, ...] = ()
     # The queue between payments and Calendar (empty: the webhook calls Calendar itself).
@@ -231,6 +235,10 @@ def read_settings(environ: Mapping[str, str]) -> Settings:
         channel_renew_before_seconds=env.seconds(
             "CHANNEL_RENEW_BEFORE_SECONDS", defaults.channel_renew_before_seconds
         ),
+        sync_queue=env.matching(
+            "SYNC_QUEUE", _QUEUE, "a queue name, projects/P/locations/L/queues/Q"
+        ),
+        sync_interval_seconds=env.seconds("SYNC_INTERVAL_SECONDS", defaults.sync_interval_seconds),
         scheduler_audience=env.text("SCHEDULER_AUDIENCE"),
         scheduler_invoker_emails=env.emails("SCHEDULER_INVOKER_EMAILS"),
         scheduling_queue=env.matching(
@@ -248,6 +256,16 @@ def read_settings(environ: Mapping[str, str]) -> Settings:
         raise InvalidSettings(
             "SCHEDULING_QUEUE needs SCHEDULE_CLASS_URL and TASKS_INVOKER_EMAIL (where tasks "
             "go and whose OIDC token they carry)"
+        )
+    if settings.sync_queue and not (settings.notifications_url and settings.tasks_invoker_email):
+        raise InvalidSettings(
+            "SYNC_QUEUE needs NOTIFICATIONS_URL and TASKS_INVOKER_EMAIL (where a deferred sync "
+            "round goes and whose OIDC token it carries)"
+        )
+    if settings.sync_interval_seconds > MAX_SYNC_INTERVAL_SECONDS:
+        raise InvalidSettings(
+            f"SYNC_INTERVAL_SECONDS must be at most {MAX_SYNC_INTERVAL_SECONDS:g}: a change "
+            "made right after a sync waits this long to reach its booking"
         )
     if settings.scheduler_audience and not settings.scheduler_invoker_emails:
         raise InvalidSettings(

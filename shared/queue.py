@@ -1,15 +1,21 @@
-"""The queue between payments and Google Calendar (Cloud Tasks).
+"""The Cloud Tasks queues between our functions and Google Calendar.
 
-In an enrollment burst the webhook must not call Calendar inline: Google allows one user
-about 600 requests a minute and fewer invitations still. With `SCHEDULING_QUEUE` set, the
-webhook commits the booking as paid and enqueues one named task per booking; the queue
-(paced below Calendar's rate in `infra/`) calls `schedule_class`, which creates the event.
+`SCHEDULING_QUEUE`, between payments and Calendar. In an enrollment burst the webhook must
+not call Calendar inline: Google allows one user about 600 requests a minute and fewer
+invitations still. With it set, the webhook commits the booking as paid and enqueues one
+named task per booking; the queue (paced below Calendar's rate in `infra/`) calls
+`schedule_class`, which creates the event.
 A second enqueue of the same booking meets the reserved name (409) and is fine; reconcile
 stays the net behind the queue (names are reserved for a limited time only).
 
 Google's usage limit (`quotaExceeded`) pauses the queue: bookings wait as paid, nothing is
 lost, and the queue resumes when the limit should have passed (the reconcile run checks)
 or when an admin says so.
+
+`SYNC_QUEUE` holds the sync's deferred rounds (`shared/sync.py`): a push that comes sooner
+than the sync's pace allows asks for one round at the paced time, named after that time, so
+however many pushes ask, one round runs. It is never paused: reading changes back is not
+what Google's usage limit stops.
 """
 
 from __future__ import annotations
@@ -28,7 +34,15 @@ from shared.errors import UpstreamConflict
 from shared.tokens import integration_status_ref
 from shared.upstream import Deadline, Upstream, call
 
-__all__ = ["LIMITED_FOR", "enabled", "enqueue_class", "pause_for_usage_limit", "resume_if_due"]
+__all__ = [
+    "LIMITED_FOR",
+    "enqueue_class",
+    "enqueue_sync_round",
+    "pause_for_usage_limit",
+    "resume_if_due",
+    "scheduling_enabled",
+    "sync_paced",
+]
 
 LIMITED_FOR = timedelta(hours=1)
 """How long the queue stays paused after Google's usage limit before a scheduled resume."""
@@ -36,28 +50,45 @@ LIMITED_FOR = timedelta(hours=1)
 _reported = False  # the usage limit is logged at ERROR once per instance
 
 
-def enabled() -> bool:
+def scheduling_enabled() -> bool:
+    """Classes are created by the queue's calls to schedule_class, not by the webhook."""
     return bool(get_settings().scheduling_queue)
 
 
-def _task_name(booking_id: str) -> str:
-    digest = hashlib.sha256(f"class:{booking_id}".encode()).hexdigest()[:40]
-    return f"{get_settings().scheduling_queue}/tasks/class-{digest}"
+def sync_paced() -> bool:
+    """Syncs keep their pace: a round sooner than it allows is deferred to the sync queue."""
+    return bool(get_settings().sync_queue)
 
 
-def enqueue_class(booking_id: str, deadline: Deadline) -> bool:
-    """One task for the booking's class; False when it is queued already (its name is taken)."""
+def _task_id(kind: str, key: str) -> str:
+    """A task id derived from what the task is for: a second enqueue meets the reserved name."""
+    return f"{kind}-{hashlib.sha256(f'{kind}:{key}'.encode()).hexdigest()[:40]}"
+
+
+def _enqueue(
+    queue: str,
+    task_id: str,
+    url: str,
+    body: dict[str, str],
+    deadline: Deadline,
+    what: str,
+    *,
+    at: datetime | None = None,
+) -> bool:
+    """POST `body` to `url` with the tasks identity's OIDC token; False when the name is
+    taken (the same work is queued, or was within the last hour or so)."""
     settings = get_settings()
     task = tasks_v2.Task(
-        name=_task_name(booking_id),
+        name=f"{queue}/tasks/{task_id}",
+        schedule_time=at,
         http_request={
             "http_method": tasks_v2.HttpMethod.POST,
-            "url": settings.schedule_class_url,
+            "url": url,
             "headers": {"Content-Type": "application/json"},
-            "body": json.dumps({"bookingId": booking_id}).encode(),
+            "body": json.dumps(body).encode(),
             "oidc_token": {
                 "service_account_email": settings.tasks_invoker_email,
-                "audience": settings.tasks_audience or settings.schedule_class_url,
+                "audience": settings.tasks_audience or url,
             },
         },
     )
@@ -65,14 +96,42 @@ def enqueue_class(booking_id: str, deadline: Deadline) -> bool:
         call(
             Upstream.CLOUD_TASKS,
             lambda t: cloud_tasks_client().create_task(
-                parent=settings.scheduling_queue, task=task, retry=None, timeout=t
+                parent=queue, task=task, retry=None, timeout=t
             ),
             deadline,
-            "enqueue class",
+            what,
         )
     except UpstreamConflict:
         return False
     return True
+
+
+def enqueue_class(booking_id: str, deadline: Deadline) -> bool:
+    """One task for the booking's class; False when it is queued already (its name is taken)."""
+    settings = get_settings()
+    return _enqueue(
+        settings.scheduling_queue,
+        _task_id("class", booking_id),
+        settings.schedule_class_url,
+        {"bookingId": booking_id},
+        deadline,
+        "enqueue class",
+    )
+
+
+def enqueue_sync_round(round_at: datetime, deadline: Deadline) -> bool:
+    """The sync round due at `round_at`; False when a push asked for it already."""
+    settings = get_settings()
+    due = round_at.isoformat()
+    return _enqueue(
+        settings.sync_queue,
+        _task_id("sync", f"{settings.calendar_id}:{due}"),
+        settings.notifications_url,
+        {"deferredRound": due},
+        deadline,
+        "enqueue sync round",
+        at=round_at,
+    )
 
 
 def pause_for_usage_limit(detail: str, deadline: Deadline) -> None:

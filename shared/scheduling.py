@@ -111,7 +111,7 @@ def apply_payment_notification(note: PaymentNotification, deadline: Deadline) ->
             logs.bind(booking_id=read.booking_id)
         decision = decide_payment(read.booking_id, read.data, read.claimed_by, payment, created)
         decision, session = with_session(decision, deadline)
-        if decision.create_event and queue.enabled():
+        if decision.create_event and queue.scheduling_enabled():
             # Paid now; the queue creates the event at Calendar's pace (schedule_class).
             reason = "queued for Google Calendar"
             decision = decision.without_event("queued", reason, CalendarStatus.PENDING_CREATION)
@@ -127,7 +127,8 @@ def apply_payment_notification(note: PaymentNotification, deadline: Deadline) ->
     outcome = store.until_committed(attempt, deadline, "apply payment")
     if refund:
         refund_payment(outcome.payment_id, refund_key(refund), deadline)
-    if outcome.outcome == "queued" or (outcome.outcome == "seat_held" and queue.enabled()):
+    queued = queue.scheduling_enabled()
+    if outcome.outcome == "queued" or (outcome.outcome == "seat_held" and queued):
         queue.enqueue_class(outcome.booking_id, deadline)
     elif outcome.outcome == "seat_held":
         outcome = join_session(outcome, deadline)

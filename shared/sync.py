@@ -14,6 +14,14 @@ round. The token is stored only by the lease holder, so it never goes back to an
 a sync that lost its lease anyway (a page slower than the lease) stops and says
 `superseded`.
 
+Syncs keep a pace (with `SYNC_QUEUE`): a round ends by setting `nextRoundAt`, the
+`SYNC_INTERVAL_SECONDS` later; a push before then does not list but asks the sync queue for
+one round at that time (the task is named after it, so however many pushes ask, one round
+runs), and answers at once. A lone change is listed at once; a burst (the scheduling queue
+creating hundreds of events, each echoed by a push) costs one listing per interval of the
+user's Calendar quota instead of one per event. If the queue cannot take the round, the push
+syncs at once, as without a queue.
+
 A stale token (410) means a full resync of a bounded window (from a day ago, with deleted
 events), then the new token.
 """
@@ -28,12 +36,23 @@ from typing import Any
 
 from google.cloud import firestore
 
-from shared import logs, store
-from shared.bookings import REMOVE, SERVER_TIME, BookingChange, decide_event_change, own_event_id
+from shared import logs, queue, store
+from shared.bookings import (
+    REMOVE,
+    SERVER_TIME,
+    BookingChange,
+    decide_event_change,
+    own_event_id,
+)
 from shared.calendar import calendar_api
 from shared.clients import firestore_client
 from shared.config import get_settings
-from shared.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamGone
+from shared.errors import (
+    PermanentUpstreamError,
+    TransientUpstreamError,
+    UpstreamError,
+    UpstreamGone,
+)
 from shared.upstream import Deadline
 
 __all__ = [
@@ -97,8 +116,10 @@ class SyncStats:
 @dataclass(frozen=True)
 class SyncResult:
     """`synced`: every change seen so far is applied; `queued`: the running sync will do
-    another round for us; `incomplete`: time ran out with a round still owed; `superseded`:
-    this sync lost its lease to another one, which stores the token instead."""
+    another round for us; `deferred`: the sync queue holds a round at the sync's pace (as
+    does `synced` when changes came during the round); `incomplete`: time ran out with a
+    round still owed; `superseded`: this sync lost its lease to another one, which stores the
+    token instead."""
 
     outcome: str
     stats: SyncStats = field(default_factory=SyncStats)
@@ -115,20 +136,31 @@ def _lease_held(data: dict[str, Any], now: datetime) -> bool:
     return bool(lease.get("owner") and lease.get("until") and lease["until"] > now)
 
 
-def _take_lease(owner: str, deadline: Deadline) -> tuple[bool, str]:
-    """(True, stored token) if this caller now runs the sync; (False, "") if one is running."""
+@dataclass(frozen=True)
+class _Turn:
+    """Who lists next: this caller (`run`, from `token`), the sync running (`queued`), or
+    the round the pace holds until `round_at` (`deferred`)."""
 
-    def decide(data: dict[str, Any]) -> tuple[dict[str, Any], tuple[bool, str]]:
+    outcome: str
+    token: str = ""
+    round_at: datetime | None = None
+
+
+def _take_lease(owner: str, deadline: Deadline, *, paced: bool) -> _Turn:
+    def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, _Turn]:
         now = _now()
         if _lease_held(data, now):
-            return {"pending": int(data.get("pending") or 0) + 1}, (False, "")
+            return {"pending": int(data.get("pending") or 0) + 1}, _Turn("queued")
+        round_at = data.get("nextRoundAt")
+        if paced and isinstance(round_at, datetime) and round_at > now:
+            return None, _Turn("deferred", round_at=round_at)
         lease = {"owner": owner, "until": now + timedelta(seconds=SYNC_LEASE_SECONDS)}
         updates = {
             "calendarId": get_settings().calendar_id,
             "lease": lease,
             "pending": 0,  # this round covers everything notified so far
         }
-        return updates, (True, str(data.get("syncToken") or ""))
+        return updates, _Turn("run", str(data.get("syncToken") or ""))
 
     return store.update_if_unchanged(sync_ref(), decide, deadline, "take sync lease")
 
@@ -150,30 +182,50 @@ def _extend_lease(owner: str, deadline: Deadline) -> None:
         raise _LeaseLost
 
 
-def _finish_round(
-    owner: str, next_token: str, round_stats: SyncStats, full: bool, deadline: Deadline
-) -> tuple[bool, bool]:
-    """Store the round's token if we still hold the lease; (another round?, round owed?)."""
+@dataclass(frozen=True)
+class _Next:
+    """After a round: `done`, `again` (now), `deferred` (the pace's round at `round_at`) or
+    `owed` (changes came but no time is left for their round)."""
 
-    def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, tuple[bool, bool] | None]:
+    step: str
+    round_at: datetime | None = None
+
+
+def _finish_round(
+    owner: str,
+    next_token: str,
+    round_stats: SyncStats,
+    full: bool,
+    deadline: Deadline,
+    *,
+    paced: bool,
+) -> _Next:
+    """Store the round's token if we still hold the lease, and say what comes next."""
+
+    def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, _Next | None]:
         if (data.get("lease") or {}).get("owner") != owner:
             return None, None  # our lease ran out and another sync took over
+        now = _now()
+        round_at = now + timedelta(seconds=get_settings().sync_interval_seconds)
         updates: dict[str, Any] = {
             "syncToken": next_token,
             "generation": int(data.get("generation") or 0) + 1,
             "lastSyncAt": SERVER_TIME,
+            "nextRoundAt": round_at,
             "lastRound": {**round_stats.as_json(), "full": full},
         }
         if full:
             updates["lastFullSyncAt"] = SERVER_TIME
         pending = int(data.get("pending") or 0)
+        updates["lease"] = REMOVE
+        if pending and paced:
+            return updates, _Next("deferred", round_at)
         if pending and deadline.remaining() > MIN_ROUND_SECONDS:
             updates["pending"] = 0
-            until = _now() + timedelta(seconds=SYNC_LEASE_SECONDS)
+            until = now + timedelta(seconds=SYNC_LEASE_SECONDS)
             updates["lease"] = {"owner": owner, "until": until}
-            return updates, (True, False)
-        updates["lease"] = REMOVE
-        return updates, (False, bool(pending))
+            return updates, _Next("again")
+        return updates, _Next("owed" if pending else "done")
 
     result = store.update_if_unchanged(sync_ref(), decide, deadline, "store sync token")
     if result is None:
@@ -184,20 +236,29 @@ def _finish_round(
 # -- the sync ---------------------------------------------------------------------------------
 
 
-def request_sync(deadline: Deadline) -> SyncResult:
-    """Bring bookings up to date with the calendar, or leave it to the sync already running."""
+def request_sync(deadline: Deadline, *, due: bool = False) -> SyncResult:
+    """Bring bookings up to date with the calendar, leave it to the sync already running, or
+    (sooner than the pace allows) to the round the sync queue holds. `due`: this is that
+    round, or a catch-up that must not wait."""
     owner = uuid.uuid4().hex
-    taken, token = _take_lease(owner, deadline)
-    if not taken:
+    paced = queue.sync_paced()
+    turn = _take_lease(owner, deadline, paced=paced and not due)
+    if turn.outcome == "deferred":
+        assert turn.round_at is not None
+        if _defer(turn.round_at, deadline):
+            return SyncResult("deferred")
+        turn = _take_lease(owner, deadline, paced=False)
+    if turn.outcome == "queued":
         return SyncResult("queued")
+    token = turn.token
     stats = SyncStats()
     try:
         while True:
             next_token, round_stats, full = _round(owner, token, deadline)
             stats.rounds += 1
             stats.add(round_stats)
-            again, owed = _finish_round(owner, next_token, round_stats, full, deadline)
-            if not again:
+            after = _finish_round(owner, next_token, round_stats, full, deadline, paced=paced)
+            if after.step != "again":
                 break
             token = next_token
     except _LeaseLost:
@@ -208,10 +269,24 @@ def request_sync(deadline: Deadline) -> SyncResult:
     except BaseException:
         store.release_lease(sync_ref(), owner, deadline, "release sync lease")
         raise
-    if owed:
+    if after.step == "deferred":
+        assert after.round_at is not None
+        if _defer(after.round_at, deadline):
+            return SyncResult("synced", stats)
+    if after.step != "done":
         logs.warning("calendar sync ran out of time with a round owed", **stats.as_json())
         return SyncResult("incomplete", stats)
     return SyncResult("synced", stats)
+
+
+def _defer(round_at: datetime, deadline: Deadline) -> bool:
+    """Ask the sync queue for the round at `round_at`; False if it cannot take it."""
+    try:
+        queue.enqueue_sync_round(round_at, deadline)
+    except UpstreamError as exc:
+        logs.warning("sync queue refused a deferred round: syncing now", error=exc.code)
+        return False
+    return True
 
 
 def _round(owner: str, token: str, deadline: Deadline) -> tuple[str, SyncStats, bool]:

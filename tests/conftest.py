@@ -6,6 +6,7 @@ Firestore data, the emulators' state and every lazily-built client are reset.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,9 @@ Rotate = Callable[[str], str]
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    # Tests change events many times a second and each expects its push's sync at once:
+    # the production pace (5 s between sync rounds) is proven by its own tests, which set it.
+    os.environ["SYNC_INTERVAL_SECONDS"] = "0.05"
     local = LocalStack(functions_in_process=True, state_dir=Path(tmp_path_factory.mktemp("stack")))
     local.start()
     yield local

@@ -90,10 +90,17 @@ def sync_state(client: StackClient) -> dict[str, Any]:
 
 
 def sync_settled(client: StackClient) -> dict[str, Any] | None:
-    """The sync document once no delivery is queued and no sync holds the lease."""
+    """The sync document once no delivery or deferred round is queued, no sync holds the
+    lease and the sync's pace lets the next notification list at once."""
     deliveries(client)
+    requests.get(
+        f"{client.doc['cloud_tasks']['endpoint']}/_emulator/cloudtasks/idle",
+        params={"queue": client.doc["cloud_tasks"]["queues"]["calendar_sync"], "timeout": 10},
+        timeout=20,
+    )
     state = sync_state(client)
-    return state if state.get("syncToken") and not state.get("lease") else None
+    paced = state.get("nextRoundAt") and state["nextRoundAt"] > datetime.now(UTC)
+    return state if state.get("syncToken") and not state.get("lease") and not paced else None
 
 
 def schedule(client: StackClient) -> tuple[str, str]:
@@ -363,7 +370,7 @@ def test_stale_sync_token_triggers_a_full_resync(
     wait_for(lambda: client.booking(booking_id)["start"] == "2026-12-04T18:00:00-03:00")
     state = wait_for(lambda: sync_settled(client))
     assert state["syncToken"] != stale
-    assert state["lastRound"]["full"] is True
+    assert state.get("lastFullSyncAt")
     assert state["lastFullSyncAt"] is not None
     fresh = (
         client.calendar.events()
@@ -400,7 +407,7 @@ def test_twenty_concurrent_notifications_apply_each_change_once(
         observer.join()
 
     assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
-    assert {a.json()["outcome"] for a in answers} <= {"synced", "queued"}
+    assert {a.json()["outcome"] for a in answers} <= {"synced", "queued", "deferred"}
     for booking_id, _ in scheduled:
         assert client.booking(booking_id)["start"] == "2026-12-05T18:00:00-03:00"
         assert [c["kinds"] for c in calendar_changes(client, booking_id)] == [["moved"]]
@@ -416,6 +423,62 @@ def test_twenty_concurrent_notifications_apply_each_change_once(
         .execute()
     )
     assert fresh["items"] == []
+
+
+def test_a_burst_of_changes_is_listed_at_the_sync_pace_and_its_last_change_lands(
+    client: StackClient, watched: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNC_INTERVAL_SECONDS", "2")
+    reset_clients()
+    booking_id, event_id = schedule(client)
+    wait_for(lambda: sync_settled(client))
+    client.reset_stats("calendar")
+    started = time.monotonic()
+
+    for index in range(20):  # a burst: each insert is echoed by a push
+        client.calendar.events().insert(
+            calendarId=client.doc["calendar_id"],
+            body={
+                "summary": f"Otra clase {index}",
+                "start": {"dateTime": "2026-12-07T10:00:00-03:00", "timeZone": TIME_ZONE},
+                "end": {"dateTime": "2026-12-07T11:00:00-03:00", "timeZone": TIME_ZONE},
+            },
+        ).execute()
+    move(client, event_id, "2026-12-08T18:00:00-03:00", "2026-12-08T19:00:00-03:00")
+    wait_for(lambda: client.booking(booking_id)["start"] == "2026-12-08T18:00:00-03:00", 15)
+    state = wait_for(lambda: sync_settled(client), 15)
+
+    assert {d["status"] for d in deliveries(client)} == {200}
+    listings = client.stats("calendar").get("GET /calendar/v3/calendars/<calendarId>/events", 0)
+    rounds = (time.monotonic() - started) / 2 + 1  # one round per interval, and the first
+    assert listings <= rounds < 21, f"{listings} listings for 21 changes"
+    assert state["pending"] == 0
+    assert [c["kinds"] for c in calendar_changes(client, booking_id)] == [["moved"]]
+    rounds_run = requests.get(
+        f"{client.doc['cloud_tasks']['endpoint']}/_emulator/cloudtasks/dispatches",
+        params={"queue": client.doc["cloud_tasks"]["queues"]["calendar_sync"]},
+        timeout=10,
+    ).json()["dispatches"]
+    assert rounds_run and {(d["status"], d["outcome"]) for d in rounds_run} == {
+        (200, "acknowledged")
+    }
+
+
+def test_a_deferred_round_needs_the_tasks_identity_or_an_admin(
+    client: StackClient, watched: dict[str, Any]
+) -> None:
+    url = client.doc["functions"]["calendar_notifications"]
+    forged = requests.post(url, headers={"Authorization": "Bearer not-a-token"}, timeout=30)
+    admin = requests.post(
+        url,
+        headers={"X-API-Key": client.doc["secrets"]["admin_api_key"]},
+        timeout=30,
+    )
+
+    assert forged.status_code == 401, forged.text
+    assert forged.json()["error"]["code"] == "unauthenticated"
+    assert admin.status_code == 200, admin.text
+    assert admin.json()["outcome"] == "synced"
 
 
 def test_event_without_booking_id_changes_nothing(
@@ -512,8 +575,10 @@ def slow_full_resync(
 
 @pytest.mark.usefixtures("slow_full_resync")
 def test_a_long_sync_keeps_its_lease_page_after_page(
-    client: StackClient, watched: dict[str, Any]
+    client: StackClient, watched: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("SYNC_QUEUE")  # without a pace, the queued round follows at once
+    reset_clients()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         first = pool.submit(push, client, watched)
         time.sleep(1.4)  # past the lease the first sync took, halfway through its round

@@ -71,6 +71,8 @@ def test_a_valid_environment_reads_as_documented() -> None:
         ("FIRESTORE_DATABASE", "Bookings_DB", "Firestore database id"),
         ("BOOKINGS_COLLECTION", "bookings/x/y", "collection id"),
         ("GOOGLE_CLOUD_PROJECT", "My Project", "project id"),
+        ("SYNC_QUEUE", "calendar-sync", "a queue name"),
+        ("SYNC_INTERVAL_SECONDS", "0", "positive number"),
     ],
 )
 def test_a_malformed_setting_names_the_variable_and_what_is_accepted_but_not_the_value(
@@ -99,6 +101,17 @@ def test_every_accepted_false_word_is_false(word: str) -> None:
 def test_a_scheduler_audience_without_its_service_account_is_refused() -> None:
     with pytest.raises(InvalidSettings, match="SCHEDULER_INVOKER_EMAILS"):
         read_settings({"SCHEDULER_AUDIENCE": "https://example.com/renew_watch"})
+
+
+def test_a_sync_queue_without_its_target_and_identity_is_refused() -> None:
+    queue = "projects/demo-virtual-classes/locations/southamerica-east1/queues/calendar-sync"
+    with pytest.raises(InvalidSettings, match="NOTIFICATIONS_URL and TASKS_INVOKER_EMAIL"):
+        read_settings({"SYNC_QUEUE": queue, "NOTIFICATIONS_URL": "https://example.com/n"})
+
+
+def test_a_sync_interval_over_a_minute_is_refused() -> None:
+    with pytest.raises(InvalidSettings, match="SYNC_INTERVAL_SECONDS must be at most 60"):
+        read_settings({"SYNC_INTERVAL_SECONDS": "300"})
 
 
 # -- through the running functions -------------------------------------------------------------

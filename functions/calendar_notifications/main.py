@@ -2,7 +2,11 @@
 
 Google POSTs headers only. A known, live channel with the right secret token is trusted;
 `sync` (the channel opened) is acknowledged, `exists`/`not_exists` run an incremental sync
-(or queue one more round on the sync already running). Repeating a notification is harmless.
+(or queue one more round on the sync already running, or, sooner than the sync's pace
+allows, ask the sync queue for the paced round). Repeating a notification is harmless.
+
+The sync queue's deferred round comes here too, without channel headers and with an OIDC
+token of the tasks identity (an admin may send one by hand): it runs the round at once.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import functions_framework
 from flask import Request
 
 from shared import logs
+from shared.admin import require_tasks_or_admin
 from shared.channels import PushNotification, verify_notification
 from shared.config import get_settings
 from shared.sync import request_sync
@@ -21,9 +26,16 @@ from shared.web import Handled, endpoint, json_response, lower_headers
 @functions_framework.http
 @endpoint("calendar notification", webhook=True)
 def calendar_notifications(request: Request) -> Handled:
+    settings = get_settings()
+    deadline = Deadline(settings.handler_budget_seconds)
+    headers = lower_headers(request)
+    credential = "authorization" in headers or "x-api-key" in headers
+    if "x-goog-channel-id" not in headers and credential:
+        logs.bind(caller=require_tasks_or_admin(headers, deadline, settings.notifications_url))
+        body = request_sync(deadline, due=True).as_json()
+        return Handled(json_response(body), {"state": "deferred_round", **body})
     logs.bind(channel_id=request.headers.get("X-Goog-Channel-ID"))
-    deadline = Deadline(get_settings().handler_budget_seconds)
-    note = PushNotification.from_headers(lower_headers(request))
+    note = PushNotification.from_headers(headers)
     verify_notification(note, deadline)
     if note.reports_change:
         body = request_sync(deadline).as_json()

@@ -26,8 +26,10 @@ MAX_BODY_BYTES = 4 * 1024
 @endpoint("class scheduling")
 def schedule_class(request: Request) -> Handled:
     # A rate limit goes back to the queue at once: Cloud Tasks backs off for us.
-    deadline = Deadline(get_settings().handler_budget_seconds, wait_out_rate_limits=False)
-    logs.bind(caller=require_tasks_or_admin(lower_headers(request), deadline))
+    settings = get_settings()
+    deadline = Deadline(settings.handler_budget_seconds, wait_out_rate_limits=False)
+    headers = lower_headers(request)
+    logs.bind(caller=require_tasks_or_admin(headers, deadline, settings.schedule_class_url))
     body = json_object(read_body(request, MAX_BODY_BYTES), request.content_type or "")
     booking_id = body.get("bookingId")
     if not isinstance(booking_id, str) or not is_booking_id(booking_id):

@@ -1,7 +1,8 @@
 """The Cloud Tasks emulator inside the local stack: where `stack.json` says, with its queue.
 
 The functions will be given `CLOUD_TASKS_ENDPOINT`; the queue classes are scheduled through
-exists from the start, in the region infra/ deploys to, and every test starts with it empty.
+and the one holding the sync's deferred rounds exist from the start, in the region infra/
+deploys to, and every test starts with them empty.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from google.cloud import tasks_v2
 from devstack.client import StackClient
 
 QUEUE = "projects/demo-virtual-classes/locations/southamerica-east1/queues/schedule-class"
+SYNC_QUEUE = "projects/demo-virtual-classes/locations/southamerica-east1/queues/calendar-sync"
 
 
 def tasks_client(client: StackClient) -> tasks_v2.CloudTasksClient:
@@ -29,11 +31,12 @@ def test_stack_json_names_the_emulator_and_the_schedule_queue(client: StackClien
     assert client.doc["cloud_tasks"] == {
         "endpoint": endpoint,
         "location": "southamerica-east1",
-        "queues": {"schedule_class": QUEUE},
+        "queues": {"schedule_class": QUEUE, "calendar_sync": SYNC_QUEUE},
     }
+    assert client.doc["env"]["SYNC_QUEUE"] == SYNC_QUEUE  # the sync keeps its pace, as deployed
     assert client.doc["env"]["IAM_CREDENTIALS_ENDPOINT"] == client.doc["emulators"]["oauth"]
-    queue = tasks_client(client).get_queue(name=QUEUE)
-    assert queue.state == tasks_v2.Queue.State.RUNNING
+    for name in (QUEUE, SYNC_QUEUE):
+        assert tasks_client(client).get_queue(name=name).state == tasks_v2.Queue.State.RUNNING
 
 
 def test_a_task_is_dispatched_and_the_next_test_starts_empty(client: StackClient) -> None:
