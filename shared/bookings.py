@@ -62,6 +62,7 @@ __all__ = [
     "decide_reschedule",
     "decide_seat",
     "decide_seat_joined",
+    "decide_session_event_change",
     "event_fields",
     "event_id_for_booking",
     "event_id_for_session",
@@ -990,12 +991,16 @@ def decide_event_change(
             fields["calendarStatus"] = status
             if restored:
                 fields["needsAttention"] = "event_restored"
-        moved = _moved_times(booking_id, data, event)
+        moved = _moved_times(_booking_times(booking_id, data), event)
         if moved is not None:
             kinds.append("moved")
             fields["start"], fields["end"] = moved
             record["previousStart"], record["previousEnd"] = data.get("start"), data.get("end")
         responses = _responses(event)
+        if responses is not None and data.get("sessionId"):
+            # A session's event lists every student: a seat keeps only its own people.
+            own = {_email(data.get("student")), _email(data.get("teacher"))}
+            responses = {email: r for email, r in responses.items() if email in own}
         stored = data.get("attendeeResponses") or {}
         if responses is not None and _responses_differ(stored, responses):
             kinds.append("attendees")
@@ -1042,24 +1047,69 @@ def _instant(raw: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _moved_times(
-    booking_id: str, data: dict[str, Any], event: dict[str, Any]
-) -> tuple[str, str] | None:
-    """The event's start and end in the booking's zone (ISO with offset), if they moved."""
+_Times = tuple[ZoneInfo, tuple[datetime, datetime] | None]
+
+
+def _booking_times(booking_id: str, data: dict[str, Any]) -> _Times:
+    """The class's zone and times as stored (None: unreadable, the event's are taken)."""
+    try:
+        booking = Booking.from_document(booking_id, data)
+        return booking.zone(), booking.class_times()
+    except InvalidBooking:
+        return ZoneInfo(TIME_ZONE), None
+
+
+def _moved_times(stored: _Times, event: dict[str, Any]) -> tuple[str, str] | None:
+    """The event's start and end in the class's zone (ISO with offset), if they moved."""
     start = _instant((event.get("start") or {}).get("dateTime"))
     end = _instant((event.get("end") or {}).get("dateTime"))
     if start is None or end is None:
         return None  # an all-day or trimmed event: no class times to compare
-    zone, current = ZoneInfo(TIME_ZONE), None
-    try:
-        booking = Booking.from_document(booking_id, data)
-        zone = booking.zone()
-        current = booking.class_times()
-    except InvalidBooking:
-        pass  # unreadable booking times: take the event's
+    zone, current = stored
     if current == (start, end):
         return None
     return start.astimezone(zone).isoformat(), end.astimezone(zone).isoformat()
+
+
+def _email(person: Any) -> str:
+    return Person.from_document(person).email.lower()
+
+
+def decide_session_event_change(
+    session_id: str, data: dict[str, Any], event: dict[str, Any]
+) -> dict[str, Any] | None:
+    """What the session's own event, changed in Google Calendar, changes on the session:
+    cancelled (an admin decides on the seats' refunds) or moved; None when nothing does.
+    Each seat's booking follows through `decide_event_change`."""
+    own = str(data.get("googleEventId") or "") or event_id_for_session(session_id)
+    if str(event.get("id") or "") != own:
+        return None
+    updated = _instant(event.get("updated"))
+    seen = _instant(data.get("calendarUpdated"))
+    if updated and seen and updated < seen:
+        return None
+    fields: dict[str, Any] = {}
+    if str(event.get("status") or "") == CalendarStatus.CANCELLED:
+        if data.get("status") != "cancelled":
+            fields = {
+                "status": "cancelled",
+                "cancelledBy": "google_calendar",
+                "calendarCancelledAt": SERVER_TIME,
+                "needsAttention": "event_cancelled",
+            }
+    else:
+        session = Session.from_document(session_id, data)
+        try:
+            as_class = session.as_booking()
+            stored: _Times = (as_class.zone(), as_class.class_times())
+        except InvalidBooking:
+            stored = (ZoneInfo(TIME_ZONE), None)
+        moved = _moved_times(stored, event)
+        if moved is not None:
+            fields = {"start": moved[0], "end": moved[1], "rescheduledAt": SERVER_TIME}
+    if not fields:
+        return None
+    return {**fields, "calendarUpdated": str(event.get("updated") or ""), "updatedAt": SERVER_TIME}
 
 
 def _responses(event: dict[str, Any]) -> dict[str, str] | None:

@@ -63,6 +63,7 @@ __all__ = [
     "create",
     "create_session",
     "find_booking_by_event",
+    "find_session_by_event",
     "get",
     "get_many",
     "is_booking_id",
@@ -513,6 +514,13 @@ def read_bookings(booking_ids: Iterable[str], deadline: Deadline) -> dict[str, B
     refs = [booking_ref(b) for b in booking_ids if is_booking_id(b)]
     snaps = get_many(refs, deadline, "read bookings")
     return {snap.id: _read_of(snap, None) for snap in snaps.values() if snap.exists}
+
+
+def find_session_by_event(event_id: str, deadline: Deadline) -> str:
+    """The session whose one event is `event_id` ("" when none is)."""
+    query = sessions().where(filter=FieldFilter("googleEventId", "==", event_id)).limit(1)
+    matches = stream(query, deadline, "find session by event")
+    return matches[0].id if matches else ""
 
 
 def find_booking_by_event(event_id: str, deadline: Deadline) -> str:

@@ -41,7 +41,10 @@ from shared.bookings import (
     REMOVE,
     SERVER_TIME,
     BookingChange,
+    Session,
     decide_event_change,
+    decide_session_event_change,
+    event_id_for_session,
     own_event_id,
 )
 from shared.calendar import calendar_api
@@ -336,17 +339,28 @@ def apply_events(events: Iterable[dict[str, Any]], deadline: Deadline) -> SyncSt
 
     Several events may name one booking (an admin duplicated a class event, private
     properties included): only the booking's own event counts, whatever the order, so a
-    copy never hides a change of the real one.
+    copy never hides a change of the real one. A group session's event changes the session
+    and, through the same decision as a one-to-one class, the booking of every seat.
     """
     stats = SyncStats()
     candidates: dict[str, list[dict[str, Any]]] = {}
+    session_events: dict[str, dict[str, Any]] = {}
     for event in events:
         stats.events += 1
-        booking_id = _booking_id(event, deadline)
+        booking_id, session_id = _owner(event, deadline)
         if booking_id:
             candidates.setdefault(booking_id, []).append(event)
+        elif session_id:
+            session_events[session_id] = event  # the page's last version of it
         else:
             stats.ignored += 1
+    for session_id, event in session_events.items():
+        seats = _apply_to_session(session_id, event, deadline)
+        if seats is None:
+            stats.ignored += 1
+            continue
+        for booking_id in seats:
+            candidates.setdefault(booking_id, []).append(event)
     pending: list[tuple[store.BookingRead, BookingChange, dict[str, Any]]] = []
     for booking_id, read in store.read_bookings(candidates, deadline).items():
         assert read.data is not None
@@ -371,13 +385,46 @@ def apply_events(events: Iterable[dict[str, Any]], deadline: Deadline) -> SyncSt
     return stats
 
 
-def _booking_id(event: dict[str, Any], deadline: Deadline) -> str:
-    """The booking an event belongs to; a deleted event may carry only its id, so look it up."""
+def _owner(event: dict[str, Any], deadline: Deadline) -> tuple[str, str]:
+    """(booking, session) the event belongs to, one of them or neither; a deleted event may
+    carry only its id, so it is looked up (a session first: its seats all link its event)."""
     private = (event.get("extendedProperties") or {}).get("private") or {}
     booking_id = str(private.get("bookingId") or "")
-    if booking_id or event.get("status") != "cancelled" or not event.get("id"):
-        return booking_id
-    return store.find_booking_by_event(str(event["id"]), deadline)
+    session_id = str(private.get("sessionId") or "")
+    if booking_id or session_id or event.get("status") != "cancelled" or not event.get("id"):
+        return booking_id, session_id
+    event_id = str(event["id"])
+    session_id = store.find_session_by_event(event_id, deadline)
+    if session_id:
+        return "", session_id
+    return store.find_booking_by_event(event_id, deadline), ""
+
+
+def _apply_to_session(
+    session_id: str, event: dict[str, Any], deadline: Deadline
+) -> list[str] | None:
+    """Apply the event to its session; the bookings holding a seat, or None when the event is
+    not the session's own (or the session is unknown)."""
+
+    def attempt() -> list[str] | None:
+        read = store.read_session(session_id, deadline)
+        if read.data is None:
+            return None
+        own = str(read.data.get("googleEventId") or "") or event_id_for_session(session_id)
+        if str(event.get("id") or "") != own:
+            return None
+        fields = decide_session_event_change(session_id, read.data, event)
+        if fields is not None:
+            store.commit_session(read, fields, deadline)
+            logs.info(
+                "calendar change applied to session",
+                session_id=session_id,
+                event_id=own,
+                change="cancelled" if "status" in fields else "moved",
+            )
+        return list(Session.from_document(session_id, read.data).seats)
+
+    return store.until_committed(attempt, deadline, "apply calendar change to session")
 
 
 def _apply_one(booking_id: str, event: dict[str, Any], deadline: Deadline) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -189,6 +191,84 @@ def test_moving_a_session_moves_its_one_event_and_every_booking(client: StackCli
     assert event["start"]["dateTime"].startswith("2026-12-11T18:00:00")
     assert event["hangoutLink"] == session["meetLink"]
     assert client.booking(booking_id)["start"] == "2026-12-11T18:00:00-03:00"
+
+
+def _watch(client: StackClient) -> None:
+    """The push channel open, as the scheduled renew_watch keeps it."""
+    answer = requests.post(
+        client.doc["functions"]["renew_watch"],
+        headers={"X-API-Key": client.doc["secrets"]["admin_api_key"]},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def _eventually(probe: Callable[[], bool], timeout: float = 15.0) -> None:
+    end = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < end, "the change did not reach Firestore in time"
+        time.sleep(0.1)
+
+
+def _joined_session(client: StackClient, seats: int) -> tuple[dict[str, Any], list[str]]:
+    session = _new_session(client, 3)
+    bookings = []
+    for n in range(seats):
+        booking_id, payment_id = _seat(client, session["sessionId"], n)
+        assert client.notify(payment_id)["status"] == 200
+        bookings.append(booking_id)
+    _watch(client)
+    return session, bookings
+
+
+def test_a_session_cancelled_in_google_calendar_cancels_every_seat(client: StackClient) -> None:
+    session, bookings = _joined_session(client, 2)
+    event_id = event_id_for_session(session["sessionId"])
+
+    client.calendar.events().delete(
+        calendarId=client.doc["calendar_id"], eventId=event_id
+    ).execute()
+
+    _eventually(lambda: all(client.booking(b)["status"] == "cancelled" for b in bookings))
+    for booking_id in bookings:
+        booking = client.booking(booking_id)
+        assert booking["calendarStatus"] == "cancelled"
+        assert booking["needsAttention"] == "event_cancelled"  # an admin decides on refunds
+    stored = client.db.collection("class_sessions").document(session["sessionId"]).get().to_dict()
+    assert (stored["status"], stored["cancelledBy"]) == ("cancelled", "google_calendar")
+    listed = _sessions(client, method="GET").json()["sessions"]
+    assert [s["status"] for s in listed] == ["cancelled"]
+
+
+def test_a_session_moved_in_google_calendar_moves_every_seat(client: StackClient) -> None:
+    session, bookings = _joined_session(client, 2)
+    event_id = event_id_for_session(session["sessionId"])
+
+    client.calendar.events().patch(
+        calendarId=client.doc["calendar_id"],
+        eventId=event_id,
+        body={
+            "start": {"dateTime": "2026-12-12T10:00:00-03:00"},
+            "end": {"dateTime": "2026-12-12T11:30:00-03:00"},
+        },
+    ).execute()
+
+    _eventually(
+        lambda: all(client.booking(b)["start"] == "2026-12-12T10:00:00-03:00" for b in bookings)
+    )
+    stored = client.db.collection("class_sessions").document(session["sessionId"]).get().to_dict()
+    assert (stored["start"], stored["end"]) == (
+        "2026-12-12T10:00:00-03:00",
+        "2026-12-12T11:30:00-03:00",
+    )
+    for n, booking_id in enumerate(bookings):
+        booking = client.booking(booking_id)
+        assert booking["status"] == "scheduled"
+        # A seat keeps its own people's answers, never the other students' addresses.
+        assert set(booking.get("attendeeResponses") or {}) <= {
+            f"estudiante{n}@example.com",
+            "ana.gomez@example.com",
+        }
 
 
 @pytest.mark.parametrize(

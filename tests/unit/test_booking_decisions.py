@@ -27,6 +27,7 @@ from shared.bookings import (
     decide_reschedule,
     decide_seat,
     decide_seat_joined,
+    decide_session_event_change,
     event_id_for_booking,
 )
 from shared.bookings import Booking as BookingValue
@@ -663,3 +664,78 @@ def test_the_refund_of_a_class_an_admin_cancelled_keeps_it_cancelled() -> None:
     assert decision.fields is not None
     assert "status" not in decision.fields
     assert decision.fields["paymentStatus"] == "refunded"
+
+
+# -- a session's event changed in Google Calendar ---------------------------------------------
+
+
+def session_document(**overrides: Any) -> dict[str, Any]:
+    return {
+        "title": "Guitarra en grupo",
+        "teacher": {"name": "Ana", "email": "ana@example.com"},
+        "start": "2026-12-10T18:00:00-03:00",
+        "end": "2026-12-10T19:00:00-03:00",
+        "status": "scheduled",
+        "googleEventId": "evt",
+        **overrides,
+    }
+
+
+def session_event(**overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "id": "evt",
+        "start": {"dateTime": "2026-12-10T18:00:00-03:00"},
+        "end": {"dateTime": "2026-12-10T19:00:00-03:00"},
+        "extendedProperties": {"private": {"sessionId": "ses-1"}},
+        **overrides,
+    }
+    return event(**fields)
+
+
+def test_a_session_whose_event_is_unchanged_changes_nothing() -> None:
+    assert decide_session_event_change("ses-1", session_document(), session_event()) is None
+
+
+def test_a_session_whose_event_was_cancelled_is_cancelled_for_an_admin_to_decide() -> None:
+    fields = decide_session_event_change(
+        "ses-1", session_document(), session_event(status="cancelled")
+    )
+    assert fields is not None
+    assert (fields["status"], fields["cancelledBy"]) == ("cancelled", "google_calendar")
+    assert fields["needsAttention"] == "event_cancelled"
+
+
+def test_a_session_whose_event_moved_moves_in_buenos_aires_time() -> None:
+    moved = session_event(
+        start={"dateTime": "2026-12-11T13:00:00Z"}, end={"dateTime": "2026-12-11T14:00:00Z"}
+    )
+    fields = decide_session_event_change("ses-1", session_document(), moved)
+    assert fields is not None
+    assert (fields["start"], fields["end"]) == (
+        "2026-12-11T10:00:00-03:00",
+        "2026-12-11T11:00:00-03:00",
+    )
+
+
+def test_an_older_version_or_a_foreign_event_changes_no_session() -> None:
+    seen = session_document(calendarUpdated="2026-11-30T00:00:00Z")
+    assert decide_session_event_change("ses-1", seen, session_event(status="cancelled")) is None
+    foreign = session_event(id="other", status="cancelled")
+    assert decide_session_event_change("ses-1", session_document(), foreign) is None
+
+
+def test_a_seat_keeps_only_its_own_peoples_answers() -> None:
+    data = scheduled_booking(sessionId="ses-1", googleEventId="evt")
+    answered = session_event(
+        attendees=[
+            {"email": "ana@example.com", "responseStatus": "accepted"},
+            {"email": "luis@example.com", "responseStatus": "accepted"},
+            {"email": "otra@example.com", "responseStatus": "declined"},
+        ]
+    )
+    change = decide_event_change(BOOKING, data, answered)
+    assert change is not None
+    assert change.fields["attendeeResponses"] == {
+        "ana@example.com": "accepted",
+        "luis@example.com": "accepted",
+    }
