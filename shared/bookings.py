@@ -22,6 +22,7 @@ import base64
 import enum
 import hashlib
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -68,6 +69,7 @@ __all__ = [
     "event_id_for_session",
     "own_event_id",
     "refund_key",
+    "refuse_overlap",
 ]
 
 
@@ -898,8 +900,37 @@ def decide_cancel(booking: Booking, reason: str, refund: bool, by: str) -> Decis
     return decision
 
 
+def refuse_overlap(
+    start: datetime,
+    end: datetime,
+    teacher_classes: Iterable[Booking],
+    teacher_sessions: Iterable[Session] = (),
+) -> None:
+    """`Conflict`, naming the other class or session, when the teacher would be in two
+    classes at once. A seat's booking stands for its session, which is checked itself."""
+    classes = [(b, "conflictingBookingId") for b in teacher_classes if not b.session_id]
+    classes += [(s.as_booking(), "conflictingSessionId") for s in teacher_sessions]
+    for other, key in classes:
+        if other.status != BookingStatus.SCHEDULED:
+            continue
+        try:
+            other_start, other_end = other.class_times()
+        except InvalidBooking:
+            continue
+        if other_start < end and start < other_end:
+            raise Conflict(
+                f"the teacher has another class then: {other.class_title} "
+                f"({other_start.isoformat()} to {other_end.isoformat()})",
+                **{key: other.id},
+            )
+
+
 def decide_reschedule(
-    booking: Booking, start: datetime, end: datetime, teacher_classes: list[Booking]
+    booking: Booking,
+    start: datetime,
+    end: datetime,
+    teacher_classes: list[Booking],
+    teacher_sessions: Iterable[Session] = (),
 ) -> Decision:
     """An admin moves a scheduled class; refused (`Conflict`, naming the other class) when
     the teacher would be in two classes at once. The same times again change nothing."""
@@ -916,19 +947,7 @@ def decide_reschedule(
     zone = booking.zone()
     if booking.class_times() == (start, end):
         return Decision("unchanged", booking)
-    for other in teacher_classes:
-        if other.id == booking.id or other.status != BookingStatus.SCHEDULED:
-            continue
-        try:
-            other_start, other_end = other.class_times()
-        except InvalidBooking:
-            continue
-        if other_start < end and start < other_end:
-            raise Conflict(
-                f"the teacher has another class then: {other.class_title} "
-                f"({other_start.isoformat()} to {other_end.isoformat()})",
-                conflictingBookingId=other.id,
-            )
+    refuse_overlap(start, end, [c for c in teacher_classes if c.id != booking.id], teacher_sessions)
     fields = {
         "start": start.astimezone(zone).isoformat(),
         "end": end.astimezone(zone).isoformat(),

@@ -24,6 +24,7 @@ from shared.bookings import (
     SERVER_TIME,
     Booking,
     Decision,
+    Session,
     decide_cancel,
     decide_reschedule,
     refund_key,
@@ -139,20 +140,36 @@ def apply_action(action: Action, admin: str, deadline: Deadline) -> dict[str, An
         logs.info("booking managed", booking_id=booking.id, outcome=decision.outcome)
         return _answer(action, state)
 
-    return store.until_committed(attempt, deadline, f"{action.kind} booking")
+    teacher = _teacher(action, deadline) if action.kind == "reschedule" else ""
+    if not teacher:
+        return store.until_committed(attempt, deadline, f"{action.kind} booking")
+    # The overlap check and the move it allows, one change of this teacher's at a time.
+    with store.teacher_lease(teacher, deadline):
+        return store.until_committed(attempt, deadline, f"{action.kind} booking")
+
+
+def _teacher(action: Action, deadline: Deadline) -> str:
+    read = store.read_booking(action.booking_id, deadline)
+    return Booking.from_document(read.booking_id, read.data).teacher.email if read.data else ""
 
 
 def _decide(action: Action, booking: Booking, admin: str, deadline: Deadline) -> Decision:
     if action.kind == "cancel":
         return decide_cancel(booking, action.reason, action.refund, admin)
     assert action.start is not None and action.end is not None
-    others = store.teacher_classes(booking.teacher.email, deadline) if booking.teacher.email else []
+    teacher = booking.teacher.email
+    others = store.teacher_classes(teacher, deadline) if teacher else []
     classes = [
         Booking.from_document(other.booking_id, other.data)
         for other in others
         if other.data is not None and other.booking_id != booking.id
     ]
-    return decide_reschedule(booking, action.start, action.end, classes)
+    sessions = [
+        Session.from_document(s.session_id, s.data)
+        for s in (store.teacher_sessions(teacher, deadline) if teacher else [])
+        if s.data is not None
+    ]
+    return decide_reschedule(booking, action.start, action.end, classes, sessions)
 
 
 def _plain(fields: dict[str, Any] | None) -> dict[str, Any]:

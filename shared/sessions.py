@@ -25,6 +25,7 @@ from shared.bookings import (
     Session,
     decide_cancel,
     refund_key,
+    refuse_overlap,
 )
 from shared.calendar import calendar_api, cancel_event, ensure_session_event
 from shared.config import TIME_ZONE
@@ -250,11 +251,37 @@ def apply_session_action(action: SessionAction, admin: str, deadline: Deadline) 
     session = Session.from_document(read.session_id, read.data)
     if action.kind == "cancel":
         return _cancel(read, session, action, admin, deadline)
+    if not session.teacher.email:
+        return _move(read, session, action, deadline)
+    # The overlap check and the move it allows, one change of this teacher's at a time.
+    with store.teacher_lease(session.teacher.email, deadline):
+        fresh = store.read_session(session.id, deadline)
+        assert fresh.data is not None  # sessions are never deleted
+        return _move(fresh, Session.from_document(fresh.session_id, fresh.data), action, deadline)
+
+
+def _move(
+    read: store.SessionRead, session: Session, action: SessionAction, deadline: Deadline
+) -> dict[str, Any]:
+    """The one event moved once, then every seat's booking follows."""
     assert action.start is not None and action.end is not None
     if session.status != "scheduled":
         raise Conflict(f"the session is {session.status}; it cannot be moved")
     start, end = action.start.isoformat(), action.end.isoformat()
     if (session.start_raw, session.end_raw) != (start, end):
+        teacher = session.teacher.email
+        classes = store.teacher_classes(teacher, deadline) if teacher else []
+        others = store.teacher_sessions(teacher, deadline) if teacher else []
+        refuse_overlap(
+            action.start,
+            action.end,
+            [Booking.from_document(c.booking_id, c.data) for c in classes if c.data],
+            [
+                Session.from_document(s.session_id, s.data)
+                for s in others
+                if s.data and s.session_id != session.id
+            ],
+        )
         changes = {
             "start": {"dateTime": start, "timeZone": session.time_zone},
             "end": {"dateTime": end, "timeZone": session.time_zone},

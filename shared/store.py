@@ -17,10 +17,14 @@ back off for seconds, where a failed precondition costs one more read.
 from __future__ import annotations
 
 import enum
+import hashlib
 import random
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -49,6 +53,7 @@ __all__ = [
     "CLASS_SESSIONS",
     "PAYMENT_CLAIMS",
     "PAYMENT_ISSUES",
+    "TEACHER_LOCKS",
     "Backlog",
     "BookingRead",
     "Contended",
@@ -80,6 +85,8 @@ __all__ = [
     "set_document",
     "stream",
     "teacher_classes",
+    "teacher_lease",
+    "teacher_sessions",
     "until_committed",
     "upcoming_sessions",
     "update",
@@ -254,6 +261,39 @@ def release_lease(
         logs.warning(f"{what}: not released; it expires by itself")
 
 
+TEACHER_LOCKS = "teacher_locks"
+_TEACHER_LEASE_SECONDS = 30.0
+"""Covers one admin change (read, check, move the event, commit); a crashed one frees the
+teacher this long after."""
+
+
+@contextmanager
+def teacher_lease(teacher_email: str, deadline: Deadline) -> Iterator[None]:
+    """One change to a teacher's timetable at a time: an overlap check and the move it allows
+    must not interleave with another admin's (two moves into one free hour would both pass).
+    A lease held by another change is waited for, within the request's budget."""
+    digest = hashlib.sha256(teacher_email.strip().lower().encode()).hexdigest()[:40]
+    ref = firestore_client().collection(TEACHER_LOCKS).document(digest)
+    owner = uuid.uuid4().hex
+
+    def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+        now = datetime.now(UTC)
+        lease = data.get("lease") or {}
+        if lease.get("owner") and lease.get("until") and lease["until"] > now:
+            return None, False
+        until = now + timedelta(seconds=_TEACHER_LEASE_SECONDS)
+        return {"lease": {"owner": owner, "until": until}}, True
+
+    while not update_if_unchanged(ref, decide, deadline, "take teacher lease"):
+        if deadline.remaining() < ANSWER_MARGIN_SECONDS + 0.5:
+            raise TransientUpstreamError("another change to this teacher's classes is under way")
+        time.sleep(random.uniform(0.05, 0.2))
+    try:
+        yield
+    finally:
+        release_lease(ref, owner, deadline, "release teacher lease")
+
+
 # -- bookings -----------------------------------------------------------------------------------
 
 
@@ -401,6 +441,19 @@ def upcoming_sessions(since: str, limit: int, deadline: Deadline) -> list[Sessio
 def session_bookings(session_id: str, deadline: Deadline) -> list[BookingRead]:
     query = bookings().where(filter=FieldFilter("sessionId", "==", session_id))
     return [_read_of(s, None) for s in stream(query, deadline, "find the session's bookings")]
+
+
+def teacher_sessions(teacher_email: str, deadline: Deadline) -> list[SessionRead]:
+    """The teacher's scheduled group sessions (to refuse an overlapping move)."""
+    query = (
+        sessions()
+        .where(filter=FieldFilter("teacher.email", "==", teacher_email))
+        .where(filter=FieldFilter("status", "==", "scheduled"))
+    )
+    return [
+        SessionRead(s.id, s.to_dict() or {}, s)
+        for s in stream(query, deadline, "find the teacher's sessions")
+    ]
 
 
 def commit_session(read: SessionRead, fields: dict[str, Any], deadline: Deadline) -> None:

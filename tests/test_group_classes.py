@@ -193,6 +193,32 @@ def test_moving_a_session_moves_its_one_event_and_every_booking(client: StackCli
     assert client.booking(booking_id)["start"] == "2026-12-11T18:00:00-03:00"
 
 
+def test_a_session_cannot_move_onto_the_teachers_other_class(client: StackClient) -> None:
+    session = _new_session(client, 3)
+    busy = client.seed_booking(
+        classTitle="Solfeo",
+        teacher={"name": "Ana Gómez", "email": "ana.gomez@example.com"},
+        start="2026-12-11T18:00:00-03:00",
+        end="2026-12-11T19:00:00-03:00",
+    )
+    assert client.notify(client.create_payment(busy)["id"])["status"] == 200
+
+    answer = _sessions(
+        client,
+        {
+            "sessionId": session["sessionId"],
+            "action": "reschedule",
+            "start": "2026-12-11T18:30:00",
+            "end": "2026-12-11T20:00:00",
+        },
+    )
+
+    assert answer.status_code == 409, answer.text
+    assert "Solfeo" in answer.json()["error"]["message"]
+    event = client.event(event_id_for_session(session["sessionId"]))
+    assert event["start"]["dateTime"].startswith("2026-12-10T18:00:00")
+
+
 def _watch(client: StackClient) -> None:
     """The push channel open, as the scheduled renew_watch keeps it."""
     answer = requests.post(

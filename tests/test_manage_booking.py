@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from typing import Any
 
 import pytest
@@ -115,6 +116,71 @@ def test_an_overlapping_reschedule_is_refused_naming_the_other_class(client: Sta
     assert client.booking(moved)["start"] == "2026-12-01T18:00:00-03:00"
     assert client.invitations(event_id_for_booking(moved), "update") == []
     assert client.booking(busy)["status"] == "scheduled"
+
+
+def test_two_admins_moving_two_classes_into_one_free_hour_move_only_one(
+    client: StackClient,
+) -> None:
+    first = _scheduled(client, start="2026-12-04T08:00:00-03:00", end="2026-12-04T09:00:00-03:00")
+    second = _scheduled(client, start="2026-12-04T12:00:00-03:00", end="2026-12-04T13:00:00-03:00")
+    # Each move takes a second at Google: without one change per teacher at a time, both
+    # overlap checks would pass before either class had moved.
+    client.set_faults(
+        "calendar", {"rules": [{"method": "PATCH", "pathContains": "/events", "latencyMs": 1000}]}
+    )
+
+    def move(booking_id: str) -> Any:
+        return _manage(
+            client,
+            {
+                "bookingId": booking_id,
+                "action": "reschedule",
+                "start": "2026-12-04T15:00:00-03:00",
+                "end": "2026-12-04T16:00:00-03:00",
+            },
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(move, [first, second]))
+
+    assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+    starts = sorted(client.booking(b)["start"] for b in (first, second))
+    assert "2026-12-04T15:00:00-03:00" in starts
+    assert starts.count("2026-12-04T15:00:00-03:00") == 1
+    refused = first if answers[0].status_code == 409 else second
+    assert client.event(event_id_for_booking(refused))["start"]["dateTime"] != (
+        "2026-12-04T15:00:00-03:00"
+    )
+
+
+def test_a_class_cannot_move_into_the_teachers_group_session(client: StackClient) -> None:
+    requests.post(
+        client.doc["functions"]["class_sessions"],
+        json={
+            "title": "Guitarra en grupo",
+            "teacher": {"name": "Ana Gómez", "email": "ana.gomez@example.com"},
+            "start": "2026-12-04T15:00:00-03:00",
+            "end": "2026-12-04T16:00:00-03:00",
+            "capacity": 5,
+            "price": {"amount": 15000, "currency": "ARS"},
+        },
+        headers={"X-API-Key": client.doc["secrets"]["admin_api_key"]},
+        timeout=30,
+    ).raise_for_status()
+    booking_id = _scheduled(client, teacher={"name": "Ana Gómez", "email": "ana.gomez@example.com"})
+
+    answer = _manage(
+        client,
+        {
+            "bookingId": booking_id,
+            "action": "reschedule",
+            "start": "2026-12-04T15:30:00-03:00",
+            "end": "2026-12-04T16:30:00-03:00",
+        },
+    )
+
+    assert answer.status_code == 409
+    assert "Guitarra en grupo" in answer.json()["error"]["message"]
 
 
 def test_only_a_scheduled_class_can_be_moved(client: StackClient) -> None:

@@ -551,6 +551,29 @@ def test_back_to_back_classes_do_not_overlap() -> None:
     assert decision.outcome == "rescheduled"
 
 
+GROUP_TIMES = {"start": "2026-12-10T18:00:00-03:00", "end": "2026-12-10T19:00:00-03:00"}
+
+
+def test_an_overlap_with_the_teachers_session_names_the_session_not_its_seats() -> None:
+    scheduled = value(status="scheduled", googleEventId="e1")
+    seat = BookingValue.from_document(
+        "b-seat",
+        booking(status="scheduled", sessionId="ses-1", classTitle="Un asiento", **GROUP_TIMES),
+    )
+    group = Session.from_document(
+        "ses-1", {"title": "Guitarra en grupo", "status": "scheduled", **GROUP_TIMES}
+    )
+    with pytest.raises(Conflict, match="Guitarra en grupo") as raised:
+        decide_reschedule(
+            scheduled,
+            _at("2026-12-10T18:30:00-03:00"),
+            _at("2026-12-10T19:30:00-03:00"),
+            [seat],
+            [group],
+        )
+    assert raised.value.details == {"conflictingSessionId": "ses-1"}
+
+
 def test_only_a_scheduled_class_can_be_moved() -> None:
     with pytest.raises(Conflict):
         decide_reschedule(
