@@ -75,6 +75,8 @@ PAGE_SIZE = 1000
 """Events per `events.list` page (Google allows 2500): few calls, bounded memory."""
 SYNC_LEASE_SECONDS = 30.0
 """Covers one page (fetch and apply); a sync that died holds the calendar this long at most."""
+DEFER_SECONDS = 1.0
+"""How long a push waits for the sync queue to take its deferred round before syncing itself."""
 MIN_ROUND_SECONDS = 2.0
 """Budget left below which no further round starts; it is left to the next sync."""
 
@@ -276,6 +278,11 @@ def request_sync(deadline: Deadline, *, due: bool = False) -> SyncResult:
         assert after.round_at is not None
         if _defer(after.round_at, deadline):
             return SyncResult("synced", stats)
+        if deadline.remaining() > MIN_ROUND_SECONDS:  # the queue failed us: the round now
+            again = request_sync(deadline, due=True)
+            stats.add(again.stats)
+            stats.rounds += again.stats.rounds
+            return SyncResult(again.outcome, stats)
     if after.step != "done":
         logs.warning("calendar sync ran out of time with a round owed", **stats.as_json())
         return SyncResult("incomplete", stats)
@@ -283,9 +290,10 @@ def request_sync(deadline: Deadline, *, due: bool = False) -> SyncResult:
 
 
 def _defer(round_at: datetime, deadline: Deadline) -> bool:
-    """Ask the sync queue for the round at `round_at`; False if it cannot take it."""
+    """Ask the sync queue for the round at `round_at`; False if it cannot take it soon (the
+    round is then done at once: a queue having trouble must not hold the push's answer)."""
     try:
-        queue.enqueue_sync_round(round_at, deadline)
+        queue.enqueue_sync_round(round_at, Deadline(min(DEFER_SECONDS, deadline.remaining())))
     except UpstreamError as exc:
         logs.warning("sync queue refused a deferred round: syncing now", error=exc.code)
         return False

@@ -464,6 +464,27 @@ def test_a_burst_of_changes_is_listed_at_the_sync_pace_and_its_last_change_lands
     }
 
 
+def test_when_the_sync_queue_refuses_a_round_the_push_syncs_at_once(
+    client: StackClient, watched: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNC_INTERVAL_SECONDS", "30")  # every push below is within the pace
+    reset_clients()
+    booking_id, event_id = schedule(client)
+    wait_for(lambda: sync_state(client).get("syncToken") and not sync_state(client).get("lease"))
+    client.set_faults("cloudtasks", {"rules": [{"method": "POST", "status": 503}]})
+
+    move(client, event_id, "2026-12-09T18:00:00-03:00", "2026-12-09T19:00:00-03:00")
+
+    wait_for(lambda: client.booking(booking_id)["start"] == "2026-12-09T18:00:00-03:00")
+    assert {d["status"] for d in deliveries(client)} == {200}
+    tasks = requests.get(
+        f"{client.doc['cloud_tasks']['endpoint']}/_emulator/cloudtasks/dispatches",
+        params={"queue": client.doc["cloud_tasks"]["queues"]["calendar_sync"]},
+        timeout=10,
+    ).json()["dispatches"]
+    assert tasks == []
+
+
 def test_a_deferred_round_needs_the_tasks_identity_or_an_admin(
     client: StackClient, watched: dict[str, Any]
 ) -> None:
