@@ -19,8 +19,8 @@ Syncs keep a pace (with `SYNC_QUEUE`): a round ends by setting `nextRoundAt`, th
 one round at that time (the task is named after it, so however many pushes ask, one round
 runs), and answers at once. A lone change is listed at once; a burst (the scheduling queue
 creating hundreds of events, each echoed by a push) costs one listing per interval of the
-user's Calendar quota instead of one per event. If the queue cannot take the round, the push
-syncs at once, as without a queue.
+user's Calendar quota instead of one per event. If the queue cannot take the round within a
+second, the push syncs at once, as without a queue.
 
 A stale token (410) means a full resync of a bounded window (from a day ago, with deleted
 events), then the new token.
