@@ -817,6 +817,17 @@ def decide_seat_joined(booking: Booking, session: Session, event: ClassEvent) ->
     if booking.status != BookingStatus.PAID or booking.id not in session.seats:
         # Refunded or cancelled while being added: take the student out again.
         return Decision("settled_meanwhile", booking, leave_session=session.id)
+    if event.status == CalendarStatus.CANCELLED or session.status == "cancelled":
+        # The session was cancelled before this seat got in: like every other seat of it,
+        # the booking is cancelled and an admin decides on the refund.
+        cancelled = {
+            "status": BookingStatus.CANCELLED.value,
+            "googleEventId": event.event_id,
+            "calendarStatus": CalendarStatus.CANCELLED.value,
+            "needsAttention": "event_cancelled",
+            "updatedAt": SERVER_TIME,
+        }
+        return Decision("session_cancelled", booking, cancelled)
     fields = {
         "status": BookingStatus.SCHEDULED.value,
         "googleEventId": event.event_id,

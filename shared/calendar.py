@@ -383,6 +383,8 @@ def _change_attendees(
             event = api.get_event(event_id, deadline)
         except (UpstreamNotFound, UpstreamGone):
             return None
+        if event.get("status") == "cancelled":
+            return ClassEvent.from_event(event)  # a cancelled class takes no guests
         changed = change(list(event.get("attendees") or []))
         if changed is None:
             return ClassEvent.from_event(event)  # nothing to do: already as wanted

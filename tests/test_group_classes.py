@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import requests
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import tasks_v2
 
 from devstack.client import StackClient
 from shared.bookings import event_id_for_session
@@ -295,6 +297,47 @@ def test_a_session_moved_in_google_calendar_moves_every_seat(client: StackClient
             f"estudiante{n}@example.com",
             "ana.gomez@example.com",
         }
+
+
+def test_a_seat_held_when_its_session_is_cancelled_in_google_calendar_does_not_join(
+    client: StackClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = client.doc["cloud_tasks"]["queues"]["schedule_class"]
+    monkeypatch.setenv("SCHEDULING_QUEUE", queue)
+    reset_clients()
+    session, _ = _joined_session(client, 1)
+    tasks = tasks_v2.CloudTasksClient(
+        transport="rest",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": client.doc["cloud_tasks"]["endpoint"]},
+    )
+    tasks.pause_queue(name=queue)  # the seat waits in the queue, held
+    late, payment_id = _seat(client, session["sessionId"], 9)
+    assert client.notify(payment_id)["status"] == 200
+    assert client.booking(late)["status"] == "paid"
+    event_id = event_id_for_session(session["sessionId"])
+    client.calendar.events().delete(
+        calendarId=client.doc["calendar_id"], eventId=event_id
+    ).execute()
+    _eventually(
+        lambda: (
+            client.db.collection("class_sessions")
+            .document(session["sessionId"])
+            .get()
+            .get("status")
+            == "cancelled"
+        )
+    )
+
+    tasks.resume_queue(name=queue)
+
+    _eventually(lambda: client.booking(late)["status"] == "cancelled")
+    booking = client.booking(late)
+    assert booking["needsAttention"] == "event_cancelled"
+    guests = [a["email"] for a in client.event(event_id).get("attendees", [])]
+    assert "estudiante9@example.com" not in guests
+    notice = client.db.collection("seat_notices").document(f"{late}-joined").get()
+    assert not notice.exists
 
 
 @pytest.mark.parametrize(

@@ -653,6 +653,17 @@ def test_a_seat_refunded_while_joining_is_taken_out_again() -> None:
     assert decision.leave_session == "ses-1" and decision.fields is None
 
 
+def test_a_seat_joining_a_session_cancelled_meanwhile_is_cancelled_for_an_admin() -> None:
+    paid = BookingValue.from_document(BOOKING, booking(sessionId="ses-1", status="paid"))
+    cancelled = ClassEvent.from_event(event(id="evt", status="cancelled"))
+    decision = decide_seat_joined(paid, session(2, **{BOOKING: "held"}), cancelled)
+    assert decision.outcome == "session_cancelled"
+    assert decision.fields is not None
+    assert decision.fields["status"] == BookingStatus.CANCELLED
+    assert decision.fields["needsAttention"] == "event_cancelled"
+    assert decision.notice is None  # nobody is told they joined a cancelled class
+
+
 def test_a_seat_moves_only_with_its_session() -> None:
     seat = value(status="scheduled", googleEventId="evt", sessionId="ses-1")
     with pytest.raises(Conflict, match="session"):
