@@ -186,8 +186,16 @@ def _action(raw: dict[str, Any]) -> SessionAction:
 
 
 def create_session(request: SessionRequest, deadline: Deadline) -> tuple[bool, dict[str, Any]]:
-    """(created now?, the session): a retry with the same `sessionId` gets the same one."""
-    created = store.create_session(request.session_id, request.document(), deadline)
+    """(created now?, the session): a retry with the same `sessionId` gets the same one; a new
+    one at a time the teacher already teaches is refused (409 naming the other class)."""
+    teacher = str(request.teacher.get("email") or "")
+    if not teacher or _exists(request.session_id, deadline):
+        created = store.create_session(request.session_id, request.document(), deadline)
+    else:
+        with store.teacher_lease(teacher, deadline):
+            if not _exists(request.session_id, deadline):  # a retry racing its first try
+                _refuse_teacher_overlap(teacher, request.start, request.end, "", deadline)
+            created = store.create_session(request.session_id, request.document(), deadline)
     read = store.read_session(request.session_id, deadline)
     if read.data is None:
         raise NotFound("the session vanished while it was created")
@@ -269,19 +277,10 @@ def _move(
         raise Conflict(f"the session is {session.status}; it cannot be moved")
     start, end = action.start.isoformat(), action.end.isoformat()
     if (session.start_raw, session.end_raw) != (start, end):
-        teacher = session.teacher.email
-        classes = store.teacher_classes(teacher, deadline) if teacher else []
-        others = store.teacher_sessions(teacher, deadline) if teacher else []
-        refuse_overlap(
-            action.start,
-            action.end,
-            [Booking.from_document(c.booking_id, c.data) for c in classes if c.data],
-            [
-                Session.from_document(s.session_id, s.data)
-                for s in others
-                if s.data and s.session_id != session.id
-            ],
-        )
+        if session.teacher.email:
+            _refuse_teacher_overlap(
+                session.teacher.email, action.start, action.end, session.id, deadline
+            )
         changes = {
             "start": {"dateTime": start, "timeZone": session.time_zone},
             "end": {"dateTime": end, "timeZone": session.time_zone},
@@ -298,6 +297,29 @@ def _move(
             store.update(store.booking_ref(booking.booking_id), moved, deadline, "move seat")
     fresh = store.read_session(session.id, deadline)
     return _summary(Session.from_document(fresh.session_id, fresh.data or {}))
+
+
+def _exists(session_id: str, deadline: Deadline) -> bool:
+    return store.read_session(session_id, deadline).data is not None
+
+
+def _refuse_teacher_overlap(
+    teacher: str, start: datetime, end: datetime, session_id: str, deadline: Deadline
+) -> None:
+    """409 naming the teacher's class or other session at that time (`session_id`: the one
+    being moved, not counted); called under the teacher's lease."""
+    classes = store.teacher_classes(teacher, deadline)
+    others = store.teacher_sessions(teacher, deadline)
+    refuse_overlap(
+        start,
+        end,
+        [Booking.from_document(c.booking_id, c.data) for c in classes if c.data],
+        [
+            Session.from_document(s.session_id, s.data)
+            for s in others
+            if s.data and s.session_id != session_id
+        ],
+    )
 
 
 def _cancel(

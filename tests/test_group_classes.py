@@ -221,6 +221,30 @@ def test_a_session_cannot_move_onto_the_teachers_other_class(client: StackClient
     assert event["start"]["dateTime"].startswith("2026-12-10T18:00:00")
 
 
+def test_a_session_at_a_time_the_teacher_already_teaches_is_refused(
+    client: StackClient,
+) -> None:
+    _new_session(client, 3, sessionId="ses-primera")
+    again = _sessions(
+        client,
+        {
+            "sessionId": "ses-segunda",
+            "title": "Otra clase grupal",
+            "teacher": {"name": "Ana Gómez", "email": "ana.gomez@example.com"},
+            "start": "2026-12-10T19:00:00-03:00",
+            "end": "2026-12-10T20:00:00-03:00",
+            "capacity": 3,
+            "price": {"amount": 15000, "currency": "ARS"},
+        },
+    )
+
+    assert again.status_code == 409, again.text
+    assert "Guitarra en grupo" in again.json()["error"]["message"]
+    assert not client.db.collection("class_sessions").document("ses-segunda").get().exists
+    retried = _new_session(client, 3, sessionId="ses-primera")  # a retry is still the same one
+    assert retried["sessionId"] == "ses-primera"
+
+
 def _watch(client: StackClient) -> None:
     """The push channel open, as the scheduled renew_watch keeps it."""
     answer = requests.post(
