@@ -37,7 +37,8 @@ def _new_session(client: StackClient, tag: str) -> str:
         client.doc["functions"]["class_sessions"],
         json={
             "title": f"Bench {tag}",
-            "teacher": {"name": "Ana Gómez", "email": "ana.gomez@example.com"},
+            # A teacher per round: one teacher cannot teach two sessions at once.
+            "teacher": {"name": "Ana Gómez", "email": f"docente-{tag}@example.com"},
             "start": "2026-12-10T18:00:00-03:00",
             "end": "2026-12-10T19:30:00-03:00",
             "capacity": SEATS,
