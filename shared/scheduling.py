@@ -7,8 +7,8 @@ Each path reads, decides, writes, entering each module once:
 
 The commit is guarded by the booking's update time (and creates the payment's claim), so
 a concurrent delivery that wrote first makes it fail; `store.until_committed` then runs the
-whole path again from fresh reads, the payment's status included, and finds the booking
-scheduled (or the payment refunded). The event id is derived from the booking, so a second
+path again from fresh Firestore reads (the payment read once per delivery) and finds the
+booking scheduled (or refunded). The event id is derived from the booking, so a second
 attempt adopts the event the first created.
 """
 
@@ -92,18 +92,24 @@ class Outcome:
 
 
 def apply_payment_notification(note: PaymentNotification, deadline: Deadline) -> Outcome:
-    """Read the payment from Mercado Pago and bring its booking up to date."""
+    """Read the payment from Mercado Pago and bring its booking up to date.
+
+    The payment is read once per delivery; a commit that lost a race reads the booking again
+    (where a refund committed meanwhile shows) and decides again, not Mercado Pago: in a seat
+    burst its read is the slowest step of each retry. A newer payment status comes with its
+    own notification.
+    """
     created = ""  # the booking's event, once an attempt of this delivery created or adopted it
     refund = ""  # a booking whose payment must go back (a seat of a full session)
+    try:
+        payment, preference_id = read_payment(note.payment_id, deadline)
+    except UpstreamNotFound:
+        # Not recorded: unsigned IPNs naming made-up ids would fill the admins' list.
+        logs.warning("notification names a payment Mercado Pago does not know")
+        return Outcome("payment_not_found", note.payment_id)
 
     def attempt() -> Outcome:
         nonlocal created, refund
-        try:
-            payment, preference_id = read_payment(note.payment_id, deadline)
-        except UpstreamNotFound:
-            # Not recorded: unsigned IPNs naming made-up ids would fill the admins' list.
-            logs.warning("notification names a payment Mercado Pago does not know")
-            return Outcome("payment_not_found", note.payment_id)
         read = store.read_booking_for_payment(
             payment.id, payment.external_reference, preference_id, deadline
         )

@@ -82,14 +82,21 @@ def test_a_session_has_one_event_with_meet_and_a_retry_gets_the_same(client: Sta
 def test_thirty_students_paying_at_once_all_get_in_once(client: StackClient) -> None:
     session = _new_session(client, 30)
     seats = [_seat(client, session["sessionId"], n) for n in range(30)]
+    client.reset_stats("mercadopago")
 
     with concurrent.futures.ThreadPoolExecutor(30) as pool:
         answers = list(pool.map(lambda seat: client.notify(seat[1]), seats))
 
     assert {a["status"] for a in answers} <= {200, 503}
+    deliveries = len(answers)
     for booking_id, payment_id in seats:  # Mercado Pago redelivers what was not a 2xx
         if client.booking(booking_id).get("status") != "scheduled":
             assert client.notify(payment_id)["status"] == 200
+            deliveries += 1
+    payment_reads = sum(
+        n for call, n in client.stats("mercadopago").items() if call.startswith("GET /v1/payments")
+    )
+    assert payment_reads == deliveries  # once per delivery, however often its commit lost
     event = client.event(event_id_for_session(session["sessionId"]))
     assert len(event["attendees"]) == 31
     assert {client.booking(b)["status"] for b, _ in seats} == {"scheduled"}
