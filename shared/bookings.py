@@ -68,6 +68,7 @@ __all__ = [
     "event_id_for_booking",
     "event_id_for_session",
     "own_event_id",
+    "own_session_event_id",
     "refund_key",
     "refuse_overlap",
 ]
@@ -677,6 +678,11 @@ def event_id_for_session(session_id: str) -> str:
     return base64.b32hexencode(digest).decode("ascii").rstrip("=").lower()
 
 
+def own_session_event_id(session_id: str, data: dict[str, Any]) -> str:
+    """The id of the session's one event: the one linked to it, or the one it would get."""
+    return str(data.get("googleEventId") or "") or event_id_for_session(session_id)
+
+
 class SeatStatus(enum.StrEnum):
     HELD = "held"  # counted against capacity; the student is being added to the event
     JOINED = "joined"  # the student is a guest of the session's event
@@ -1111,8 +1117,7 @@ def decide_session_event_change(
     """What the session's own event, changed in Google Calendar, changes on the session:
     cancelled (an admin decides on the seats' refunds) or moved; None when nothing does.
     Each seat's booking follows through `decide_event_change`."""
-    own = str(data.get("googleEventId") or "") or event_id_for_session(session_id)
-    if str(event.get("id") or "") != own:
+    if str(event.get("id") or "") != own_session_event_id(session_id, data):
         return None
     updated = _instant(event.get("updated"))
     seen = _instant(data.get("calendarUpdated"))

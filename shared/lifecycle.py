@@ -24,7 +24,6 @@ from shared.bookings import (
     SERVER_TIME,
     Booking,
     Decision,
-    Session,
     decide_cancel,
     decide_reschedule,
     refund_key,
@@ -158,17 +157,7 @@ def _decide(action: Action, booking: Booking, admin: str, deadline: Deadline) ->
         return decide_cancel(booking, action.reason, action.refund, admin)
     assert action.start is not None and action.end is not None
     teacher = booking.teacher.email
-    others = store.teacher_classes(teacher, deadline) if teacher else []
-    classes = [
-        Booking.from_document(other.booking_id, other.data)
-        for other in others
-        if other.data is not None and other.booking_id != booking.id
-    ]
-    sessions = [
-        Session.from_document(s.session_id, s.data)
-        for s in (store.teacher_sessions(teacher, deadline) if teacher else [])
-        if s.data is not None
-    ]
+    classes, sessions = store.teacher_timetable(teacher, deadline) if teacher else ([], [])
     return decide_reschedule(booking, action.start, action.end, classes, sessions)
 
 

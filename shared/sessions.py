@@ -308,18 +308,8 @@ def _refuse_teacher_overlap(
 ) -> None:
     """409 naming the teacher's class or other session at that time (`session_id`: the one
     being moved, not counted); called under the teacher's lease."""
-    classes = store.teacher_classes(teacher, deadline)
-    others = store.teacher_sessions(teacher, deadline)
-    refuse_overlap(
-        start,
-        end,
-        [Booking.from_document(c.booking_id, c.data) for c in classes if c.data],
-        [
-            Session.from_document(s.session_id, s.data)
-            for s in others
-            if s.data and s.session_id != session_id
-        ],
-    )
+    classes, sessions = store.teacher_timetable(teacher, deadline)
+    refuse_overlap(start, end, classes, [s for s in sessions if s.id != session_id])
 
 
 def _cancel(

@@ -36,11 +36,13 @@ from shared import logs
 from shared.bookings import (
     REMOVE,
     SERVER_TIME,
+    Booking,
     BookingChange,
     BookingStatus,
     CalendarStatus,
     ConferenceStatus,
     Issue,
+    Session,
 )
 from shared.clients import firestore_client
 from shared.config import get_settings
@@ -84,9 +86,8 @@ __all__ = [
     "sessions",
     "set_document",
     "stream",
-    "teacher_classes",
     "teacher_lease",
-    "teacher_sessions",
+    "teacher_timetable",
     "until_committed",
     "upcoming_sessions",
     "update",
@@ -443,19 +444,6 @@ def session_bookings(session_id: str, deadline: Deadline) -> list[BookingRead]:
     return [_read_of(s, None) for s in stream(query, deadline, "find the session's bookings")]
 
 
-def teacher_sessions(teacher_email: str, deadline: Deadline) -> list[SessionRead]:
-    """The teacher's scheduled group sessions (to refuse an overlapping move)."""
-    query = (
-        sessions()
-        .where(filter=FieldFilter("teacher.email", "==", teacher_email))
-        .where(filter=FieldFilter("status", "==", "scheduled"))
-    )
-    return [
-        SessionRead(s.id, s.to_dict() or {}, s)
-        for s in stream(query, deadline, "find the teacher's sessions")
-    ]
-
-
 def commit_session(read: SessionRead, fields: dict[str, Any], deadline: Deadline) -> None:
     assert read.snapshot is not None
     batch = firestore_client().batch()
@@ -549,14 +537,27 @@ def resolve_issue(issue_id: str, outcome: str, deadline: Deadline) -> None:
     )
 
 
-def teacher_classes(teacher_email: str, deadline: Deadline) -> list[BookingRead]:
-    """The teacher's scheduled classes (to refuse an overlapping reschedule)."""
-    query = (
+def teacher_timetable(
+    teacher_email: str, deadline: Deadline
+) -> tuple[list[Booking], list[Session]]:
+    """The teacher's scheduled classes and group sessions (to refuse an overlapping move)."""
+    teaches = FieldFilter("teacher.email", "==", teacher_email)
+    classes = (
         bookings()
-        .where(filter=FieldFilter("teacher.email", "==", teacher_email))
+        .where(filter=teaches)
         .where(filter=FieldFilter("status", "==", BookingStatus.SCHEDULED.value))
     )
-    return [_read_of(s, None) for s in stream(query, deadline, "find the teacher's classes")]
+    groups = sessions().where(filter=teaches).where(filter=FieldFilter("status", "==", "scheduled"))
+    return (
+        [
+            Booking.from_document(s.id, s.to_dict() or {})
+            for s in stream(classes, deadline, "find the teacher's classes")
+        ],
+        [
+            Session.from_document(s.id, s.to_dict() or {})
+            for s in stream(groups, deadline, "find the teacher's sessions")
+        ],
+    )
 
 
 # -- calendar changes ---------------------------------------------------------------------------

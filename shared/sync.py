@@ -44,8 +44,8 @@ from shared.bookings import (
     Session,
     decide_event_change,
     decide_session_event_change,
-    event_id_for_session,
     own_event_id,
+    own_session_event_id,
 )
 from shared.calendar import calendar_api
 from shared.clients import firestore_client
@@ -418,7 +418,7 @@ def _apply_to_session(
         read = store.read_session(session_id, deadline)
         if read.data is None:
             return None
-        own = str(read.data.get("googleEventId") or "") or event_id_for_session(session_id)
+        own = own_session_event_id(session_id, read.data)
         if str(event.get("id") or "") != own:
             return None
         fields = decide_session_event_change(session_id, read.data, event)

@@ -93,11 +93,7 @@ def sync_settled(client: StackClient) -> dict[str, Any] | None:
     """The sync document once no delivery or deferred round is queued, no sync holds the
     lease and the sync's pace lets the next notification list at once."""
     deliveries(client)
-    requests.get(
-        f"{client.doc['cloud_tasks']['endpoint']}/_emulator/cloudtasks/idle",
-        params={"queue": client.doc["cloud_tasks"]["queues"]["calendar_sync"], "timeout": 10},
-        timeout=20,
-    )
+    sync_rounds_run(client)
     state = sync_state(client)
     paced = state.get("nextRoundAt") and state["nextRoundAt"] > datetime.now(UTC)
     return state if state.get("syncToken") and not state.get("lease") and not paced else None
