@@ -17,7 +17,8 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 from googleapiclient import discovery
 
-TIME_ZONE = "America/Argentina/Buenos_Aires"
+from devstack.when import CLASS_DAYS_AHEAD, iso
+from shared.clock import TIME_ZONE
 
 
 class StackClient:
@@ -46,8 +47,8 @@ class StackClient:
             "classTitle": "Álgebra I",
             "teacher": {"id": "t-ana", "name": "Ana Gómez", "email": "ana.gomez@example.com"},
             "student": {"id": "s-juan", "name": "Juan Pérez", "email": "juan.perez@example.com"},
-            "start": "2026-12-01T18:00:00-03:00",
-            "end": "2026-12-01T19:00:00-03:00",
+            "start": iso(CLASS_DAYS_AHEAD, 18),
+            "end": iso(CLASS_DAYS_AHEAD, 19),
             "timeZone": TIME_ZONE,
             "price": {"amount": 15000, "currency": "ARS"},
             "preferenceId": f"pref-{booking_id}",
