@@ -12,6 +12,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 
 from devstack.client import StackClient
 from devstack.stack import LocalStack
+from devstack.when import CLASS_DAYS_AHEAD, day, iso
 from shared.bookings import event_id_for_booking
 from shared.clients import reset_clients
 
@@ -37,7 +39,41 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-WINDOW = ("2026-12-01", "2026-12-07")
+DAY = CLASS_DAYS_AHEAD
+"""The default seeded class is on this day (in days from today), 18:00 to 19:00."""
+MOVE_DAY = DAY + 2  # a free day to move a class to
+BUSY_DAY = DAY + 3  # a day with another class of the same teacher
+SESSION_DAY = DAY + 4  # the group session made through the form
+WINDOW = (day(DAY).isoformat(), day(DAY + 6).isoformat())
+"""The week the console is asked to show, from the default class's day on."""
+MONTHS_ES = (
+    "enero",
+    "febrero",
+    "marzo",
+    "abril",
+    "mayo",
+    "junio",
+    "julio",
+    "agosto",
+    "septiembre",
+    "octubre",
+    "noviembre",
+    "diciembre",
+)
+MONTHS_EN = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 HOSTILE = "<img src=x onerror=alert(1)>"
 DASH = "\u2013"  # the page writes time ranges with an en dash
 WAIT_MS = 15_000
@@ -76,6 +112,16 @@ def page(browser: BrowserContext, client: StackClient) -> Iterator[Page]:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _day_es(when: date) -> str:
+    """How the page writes a day in Spanish (after the weekday): "D de <mes> de YYYY"."""
+    return f"{when.day} de {MONTHS_ES[when.month - 1]} de {when.year}"
+
+
+def _day_en(when: date) -> str:
+    """How the page writes a day in English (after the weekday): "D <Month> YYYY"."""
+    return f"{when.day} {MONTHS_EN[when.month - 1]} {when.year}"
 
 
 def _console(client: StackClient) -> str:
@@ -137,7 +183,7 @@ def test_an_admin_signs_in_and_sees_a_class_paid_through_the_webhook(
     expect(row).to_contain_text("Pago: aprobado")
     expect(row.get_by_role("link", name="Meet")).to_have_attribute("href", meet_link)
     expect(page.locator("#who")).to_have_text(client.doc["admin_email"])
-    expect(page.locator(".day h2").first).to_contain_text("1 de diciembre de 2026")
+    expect(page.locator(".day h2").first).to_contain_text(_day_es(day(DAY)))
     # Nothing of the sign-in stays in the address: the token went to sessionStorage only.
     assert "id_token" not in page.url
 
@@ -184,8 +230,8 @@ def test_rescheduling_shows_the_new_time_with_the_same_meet_link_and_refuses_an_
     busy = _scheduled(
         client,
         classTitle="Física",
-        start="2026-12-04T10:00:00-03:00",
-        end="2026-12-04T11:00:00-03:00",
+        start=iso(BUSY_DAY, 10),
+        end=iso(BUSY_DAY, 11),
     )
     moved = _scheduled(client)
     meet_link = client.booking(moved)["meetLink"]
@@ -194,16 +240,16 @@ def test_rescheduling_shows_the_new_time_with_the_same_meet_link_and_refuses_an_
 
     _row(page, moved).get_by_role("button", name="Reprogramar").click()
     dialog = page.locator("#reschedule-dialog")
-    dialog.locator("input[name=date]").fill("2026-12-04")
+    dialog.locator("input[name=date]").fill(day(BUSY_DAY).isoformat())
     dialog.locator("input[name=start]").fill("10:30")
     dialog.locator("input[name=end]").fill("11:30")
     dialog.locator("#reschedule-confirm").click()
     refusal = dialog.locator("#reschedule-message")
     expect(refusal).to_contain_text("la docente ya tiene otra clase en ese horario: Física")
     expect(refusal).to_contain_text(f"10:00{DASH}11:00")
-    assert client.booking(moved)["start"] == "2026-12-01T18:00:00-03:00"
+    assert client.booking(moved)["start"] == iso(DAY, 18)
 
-    dialog.locator("input[name=date]").fill("2026-12-03")
+    dialog.locator("input[name=date]").fill(day(MOVE_DAY).isoformat())
     dialog.locator("input[name=start]").fill("10:00")
     dialog.locator("input[name=end]").fill("11:00")
     dialog.locator("#reschedule-confirm").click()
@@ -212,10 +258,10 @@ def test_rescheduling_shows_the_new_time_with_the_same_meet_link_and_refuses_an_
     row = _row(page, moved)
     expect(row).to_contain_text(f"10:00{DASH}11:00")
     expect(row.get_by_role("link", name="Meet")).to_have_attribute("href", meet_link)
-    day = page.locator(".day", has=page.locator(f'[data-booking-id="{moved}"]'))
-    expect(day.locator("h2")).to_contain_text("3 de diciembre")
-    assert client.booking(moved)["start"] == "2026-12-03T10:00:00-03:00"
-    assert client.booking(busy)["start"] == "2026-12-04T10:00:00-03:00"
+    moved_day = page.locator(".day", has=page.locator(f'[data-booking-id="{moved}"]'))
+    expect(moved_day.locator("h2")).to_contain_text(_day_es(day(MOVE_DAY)))
+    assert client.booking(moved)["start"] == iso(MOVE_DAY, 10)
+    assert client.booking(busy)["start"] == iso(BUSY_DAY, 10)
     page.reload()
     _show_window(page)
     expect(_row(page, moved)).to_contain_text(f"10:00{DASH}11:00")
@@ -326,7 +372,7 @@ def test_english_is_one_click_away(page: Page, client: StackClient) -> None:
 
     expect(page.locator("html")).to_have_attribute("lang", "en")
     expect(_row(page, booking_id)).to_contain_text("Payment: approved")
-    expect(page.locator(".day h2").first).to_contain_text("1 December 2026")
+    expect(page.locator(".day h2").first).to_contain_text(_day_en(day(DAY)))
     page.click("#lang")  # the preference is kept: leave the next tests in Spanish
 
 
@@ -341,7 +387,7 @@ def test_a_group_session_is_created_from_the_form(
     form.locator("input[name=title]").fill("Taller de álgebra")
     form.locator("input[name=teacherName]").fill("Ana Gómez")
     form.locator("input[name=teacherEmail]").fill("ana.gomez@example.com")
-    form.locator("input[name=date]").fill("2026-12-05")
+    form.locator("input[name=date]").fill(day(SESSION_DAY).isoformat())
     form.locator("input[name=start]").fill("15:00")
     form.locator("input[name=end]").fill("16:30")
     form.locator("input[name=capacity]").fill("12")

@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from devstack.client import StackClient
+from devstack.when import CLASS_DAYS_AHEAD, iso
 from shared import console
 from shared.attention import booking_item, issue_item
 
@@ -214,7 +215,7 @@ def test_attention_lists_bookings_and_payment_issues_with_what_can_be_done(
         "name": "Juan Pérez",
         "email": "juan.perez@example.com",
     }
-    assert booking["booking"]["start"] == "2026-12-01T18:00:00-03:00"
+    assert booking["booking"]["start"] == iso(CLASS_DAYS_AHEAD, 18)
     issue = by_id[f"issue:{unknown['id']}-unknown_booking"]
     assert issue["kind"] == "unknown_booking" and issue["paymentId"] == str(unknown["id"])
     assert issue["when"].endswith("-03:00")

@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from devstack.when import CLASS_DAYS_AHEAD, iso, wall
 from shared import listing
 from shared.channels import CHANNEL_ID, PushNotification
 from shared.errors import InvalidRequest, Unauthenticated
@@ -160,8 +161,12 @@ def test_a_limit_outside_1_to_250_is_invalid(limit: str) -> None:
         _query(limit=limit)
 
 
+WEEK = (iso(CLASS_DAYS_AHEAD, 0), iso(CLASS_DAYS_AHEAD + 7, 0))
+"""A listing window of a week, as a page token carries it."""
+
+
 def _token(**fields: str) -> str:
-    raw = {"m": "admin", "f": "2026-12-01T00:00:00-03:00", "t": "2026-12-08T00:00:00-03:00"}
+    raw = {"m": "admin", "f": WEEK[0], "t": WEEK[1]}
     return base64.urlsafe_b64encode(json.dumps({**raw, "g": "", **fields}).encode()).decode()
 
 
@@ -170,7 +175,7 @@ def _token(**fields: str) -> str:
     [
         _token(f="0001-01-01T00:00:00+14:00"),
         _token(t="9999-12-31T23:59:59-14:00"),
-        _token(f="2026-12-01T00:00:00"),
+        _token(f=wall(CLASS_DAYS_AHEAD, 0)),  # no offset
         base64.urlsafe_b64encode(b"[" * 3000).decode(),
         "A" * 5000,
     ],
@@ -184,4 +189,4 @@ def test_a_page_token_of_ours_gives_back_its_window() -> None:
     query = _query(pageToken=_token(g="google-token"))
 
     assert query.google_page_token == "google-token"
-    assert query.time_min.isoformat() == "2026-12-01T00:00:00-03:00"
+    assert query.time_min.isoformat() == WEEK[0]

@@ -9,9 +9,17 @@ import pytest
 import requests
 
 from devstack.client import StackClient
+from devstack.when import CLASS_DAYS_AHEAD, day, iso, wall
 from shared.bookings import event_id_for_booking
 
 pytestmark = pytest.mark.usefixtures("stack")
+
+DAY = CLASS_DAYS_AHEAD
+"""The default seeded class is on this day (in days from today), 18:00 to 19:00."""
+MOVE_DAY = DAY + 2
+"""A free day to move a class to."""
+BUSY_DAY = DAY + 3
+"""A day with other classes of the same teacher."""
 
 
 def _manage(client: StackClient, body: Any, headers: dict[str, str] | None = None) -> Any:
@@ -77,43 +85,43 @@ def test_reschedule_moves_the_class_and_keeps_its_meet_link(client: StackClient)
     request = {
         "bookingId": booking_id,
         "action": "reschedule",
-        "start": "2026-12-03T10:00:00",
-        "end": "2026-12-03T11:00:00",
+        "start": wall(MOVE_DAY, 10),
+        "end": wall(MOVE_DAY, 11),
     }
 
     first, second = _manage(client, request), _manage(client, request)
 
     assert first.status_code == second.status_code == 200
     assert first.json() == second.json()
-    assert first.json()["start"] == "2026-12-03T10:00:00-03:00"
+    assert first.json()["start"] == iso(MOVE_DAY, 10)
     assert first.json()["meetLink"] == meet_link
     event = client.event(event_id_for_booking(booking_id))
     assert event["hangoutLink"] == meet_link
-    assert event["start"]["dateTime"].startswith("2026-12-03T")
+    assert event["start"]["dateTime"].startswith(f"{day(MOVE_DAY).isoformat()}T")
     assert len(client.invitations(event_id_for_booking(booking_id), "update")) == 1
-    assert client.booking(booking_id)["start"] == "2026-12-03T10:00:00-03:00"
+    assert client.booking(booking_id)["start"] == iso(MOVE_DAY, 10)
 
 
 def test_an_overlapping_reschedule_is_refused_naming_the_other_class(client: StackClient) -> None:
     busy = _scheduled(
         client,
         classTitle="Física",
-        start="2026-12-04T10:00:00-03:00",
-        end="2026-12-04T11:00:00-03:00",
+        start=iso(BUSY_DAY, 10),
+        end=iso(BUSY_DAY, 11),
     )
     moved = _scheduled(client)
     request = {
         "bookingId": moved,
         "action": "reschedule",
-        "start": "2026-12-04T10:30:00-03:00",
-        "end": "2026-12-04T11:30:00-03:00",
+        "start": iso(BUSY_DAY, 10, 30),
+        "end": iso(BUSY_DAY, 11, 30),
     }
 
     answer = _manage(client, request)
 
     assert answer.status_code == 409
     assert "Física" in answer.json()["error"]["message"]
-    assert client.booking(moved)["start"] == "2026-12-01T18:00:00-03:00"
+    assert client.booking(moved)["start"] == iso(DAY, 18)
     assert client.invitations(event_id_for_booking(moved), "update") == []
     assert client.booking(busy)["status"] == "scheduled"
 
@@ -121,8 +129,8 @@ def test_an_overlapping_reschedule_is_refused_naming_the_other_class(client: Sta
 def test_two_admins_moving_two_classes_into_one_free_hour_move_only_one(
     client: StackClient,
 ) -> None:
-    first = _scheduled(client, start="2026-12-04T08:00:00-03:00", end="2026-12-04T09:00:00-03:00")
-    second = _scheduled(client, start="2026-12-04T12:00:00-03:00", end="2026-12-04T13:00:00-03:00")
+    first = _scheduled(client, start=iso(BUSY_DAY, 8), end=iso(BUSY_DAY, 9))
+    second = _scheduled(client, start=iso(BUSY_DAY, 12), end=iso(BUSY_DAY, 13))
     # Each move takes a second at Google: without one change per teacher at a time, both
     # overlap checks would pass before either class had moved.
     client.set_faults(
@@ -135,8 +143,8 @@ def test_two_admins_moving_two_classes_into_one_free_hour_move_only_one(
             {
                 "bookingId": booking_id,
                 "action": "reschedule",
-                "start": "2026-12-04T15:00:00-03:00",
-                "end": "2026-12-04T16:00:00-03:00",
+                "start": iso(BUSY_DAY, 15),
+                "end": iso(BUSY_DAY, 16),
             },
         )
 
@@ -145,12 +153,10 @@ def test_two_admins_moving_two_classes_into_one_free_hour_move_only_one(
 
     assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
     starts = sorted(client.booking(b)["start"] for b in (first, second))
-    assert "2026-12-04T15:00:00-03:00" in starts
-    assert starts.count("2026-12-04T15:00:00-03:00") == 1
+    assert iso(BUSY_DAY, 15) in starts
+    assert starts.count(iso(BUSY_DAY, 15)) == 1
     refused = first if answers[0].status_code == 409 else second
-    assert client.event(event_id_for_booking(refused))["start"]["dateTime"] != (
-        "2026-12-04T15:00:00-03:00"
-    )
+    assert client.event(event_id_for_booking(refused))["start"]["dateTime"] != iso(BUSY_DAY, 15)
 
 
 def test_a_class_cannot_move_into_the_teachers_group_session(client: StackClient) -> None:
@@ -159,8 +165,8 @@ def test_a_class_cannot_move_into_the_teachers_group_session(client: StackClient
         json={
             "title": "Guitarra en grupo",
             "teacher": {"name": "Ana Gómez", "email": "ana.gomez@example.com"},
-            "start": "2026-12-04T15:00:00-03:00",
-            "end": "2026-12-04T16:00:00-03:00",
+            "start": iso(BUSY_DAY, 15),
+            "end": iso(BUSY_DAY, 16),
             "capacity": 5,
             "price": {"amount": 15000, "currency": "ARS"},
         },
@@ -174,8 +180,8 @@ def test_a_class_cannot_move_into_the_teachers_group_session(client: StackClient
         {
             "bookingId": booking_id,
             "action": "reschedule",
-            "start": "2026-12-04T15:30:00-03:00",
-            "end": "2026-12-04T16:30:00-03:00",
+            "start": iso(BUSY_DAY, 15, 30),
+            "end": iso(BUSY_DAY, 16, 30),
         },
     )
 
@@ -188,8 +194,8 @@ def test_only_a_scheduled_class_can_be_moved(client: StackClient) -> None:
     request = {
         "bookingId": booking_id,
         "action": "reschedule",
-        "start": "2026-12-03T10:00:00-03:00",
-        "end": "2026-12-03T11:00:00-03:00",
+        "start": iso(MOVE_DAY, 10),
+        "end": iso(MOVE_DAY, 11),
     }
     assert _manage(client, request).status_code == 409
 
@@ -201,14 +207,14 @@ def test_only_a_scheduled_class_can_be_moved(client: StackClient) -> None:
         ({"bookingId": "x", "action": "delete"}, 400),
         ({"bookingId": "a/b", "action": "cancel"}, 400),
         ({"bookingId": "x", "action": "cancel", "refund": "yes"}, 400),
-        ({"bookingId": "x", "action": "cancel", "start": "2026-12-03T10:00:00"}, 400),
+        ({"bookingId": "x", "action": "cancel", "start": wall(MOVE_DAY, 10)}, 400),
         ({"bookingId": "x", "action": "reschedule", "start": "mañana", "end": "x"}, 400),
         (
             {
                 "bookingId": "x",
                 "action": "reschedule",
-                "start": "2026-12-03T11:00:00",
-                "end": "2026-12-03T10:00:00",
+                "start": wall(MOVE_DAY, 11),
+                "end": wall(MOVE_DAY, 10),
             },
             400,
         ),

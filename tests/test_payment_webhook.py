@@ -13,6 +13,7 @@ import requests
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from devstack.client import StackClient
+from devstack.when import CLASS_DAYS_AHEAD, iso
 from shared.bookings import event_id_for_booking
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -163,7 +164,7 @@ def test_booking_with_invalid_time_zone_gets_no_event(client: StackClient) -> No
 
 
 def test_booking_ending_before_it_starts_gets_no_event(client: StackClient) -> None:
-    booking_id = client.seed_booking(end="2026-12-01T17:00:00-03:00")
+    booking_id = client.seed_booking(end=iso(CLASS_DAYS_AHEAD, 17))  # the class starts at 18:00
     payment = client.create_payment(booking_id)
 
     assert _deliver(client, payment["id"])["status"] == 200
