@@ -21,24 +21,22 @@ import re
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from shared import logs, store
+from shared import clock, logs, store
 from shared.bookings import APPROVED, SERVER_TIME, BookingStatus
 from shared.clients import firestore_client
-from shared.config import TIME_ZONE
+from shared.clock import ZONE, local_iso, zone_named
 from shared.errors import (
     Conflict,
     InvalidRequest,
     NotFound,
     UpstreamConflict,
 )
-from shared.health import local_iso
 from shared.upstream import Deadline
 from shared.web import json_object
 
@@ -143,7 +141,7 @@ def read_attention(deadline: Deadline) -> dict[str, Any]:
         "items": open_items,
         "handled": handled[:HANDLED_SHOWN],
         "truncated": truncated,
-        "checkedAt": local_iso(datetime.now(UTC)),
+        "checkedAt": local_iso(clock.now()),
     }
 
 
@@ -157,7 +155,7 @@ def booking_item(booking_id: str, data: dict[str, Any]) -> dict[str, Any]:
     actions = []
     if status in (BookingStatus.SCHEDULED, BookingStatus.PAID):
         actions.append("cancel")
-    elif status == BookingStatus.CANCELLED and refundable:
+    elif status in (BookingStatus.CANCELLED, BookingStatus.PAID_LATE) and refundable:
         actions.append("refund")
     if data.get("htmlLink"):
         actions.append("open_event")
@@ -234,9 +232,9 @@ def issue_item(document_id: str, data: dict[str, Any]) -> dict[str, Any]:
 
 def _zone(data: dict[str, Any]) -> ZoneInfo:
     try:
-        return ZoneInfo(str(data.get("timeZone") or TIME_ZONE))
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(TIME_ZONE)
+        return zone_named(str(data.get("timeZone") or ZONE.key))
+    except ValueError:
+        return ZONE
 
 
 def _text(value: Any) -> str | None:

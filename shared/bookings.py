@@ -7,6 +7,11 @@ what it means for the booking, and write the answer. The states and their transi
     awaiting_payment --approved payment--> paid --event created--> scheduled
     awaiting_payment --approved payment and event created at once--> scheduled
     paid | scheduled --event cancelled in Google Calendar--> cancelled
+    awaiting_payment | paid --the class began before its event was created--> paid_late
+
+A class that has begun is never scheduled: Mercado Pago may approve a cash voucher days after
+the class it paid for, and an invitation to a class under way (or over) helps nobody. Every
+decision that could create an event takes `now`, the instant its caller read once.
 
 `paid` means "paid, but the class has no Calendar event yet": the next delivery of the
 payment notification, or the reconcile step, finishes it (`calendarStatus` says why it
@@ -24,13 +29,13 @@ import hashlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from shared.config import TIME_ZONE
-from shared.errors import Conflict, UnprocessableNotification
+from shared.clock import TIME_ZONE, ZONE, local_iso, parse_instant, parse_local, zone_named
+from shared.errors import Conflict, InvalidRequest, UnprocessableNotification
 
 __all__ = [
     "APPROVED",
@@ -48,6 +53,7 @@ __all__ = [
     "Decision",
     "InvalidBooking",
     "Issue",
+    "LatePolicy",
     "Payment",
     "Person",
     "SeatStatus",
@@ -71,6 +77,7 @@ __all__ = [
     "own_session_event_id",
     "refund_key",
     "refuse_overlap",
+    "refuse_started",
 ]
 
 
@@ -95,21 +102,28 @@ class BookingStatus(enum.StrEnum):
     REFUNDED = "refunded"  # the payment was refunded: the class is cancelled
     CHARGED_BACK = "charged_back"  # the payer disputed the payment: the class is cancelled
     OVER_CAPACITY = "over_capacity"  # paid for a seat of a session already full
+    PAID_LATE = "paid_late"  # paid, but the class began before its event was created
 
 
 ENDED = frozenset({BookingStatus.CANCELLED, BookingStatus.REFUNDED, BookingStatus.CHARGED_BACK})
 TRANSITIONS: dict[BookingStatus, frozenset[BookingStatus]] = {
     BookingStatus.AWAITING_PAYMENT: frozenset(
-        {BookingStatus.PAID, BookingStatus.SCHEDULED, BookingStatus.OVER_CAPACITY}
+        {
+            BookingStatus.PAID,
+            BookingStatus.SCHEDULED,
+            BookingStatus.OVER_CAPACITY,
+            BookingStatus.PAID_LATE,
+        }
     )
     | ENDED,
-    BookingStatus.PAID: frozenset({BookingStatus.SCHEDULED}) | ENDED,
+    BookingStatus.PAID: frozenset({BookingStatus.SCHEDULED, BookingStatus.PAID_LATE}) | ENDED,
     BookingStatus.SCHEDULED: ENDED,
     # Only a booking cancelled in Google Calendar, whose payment is then reversed.
     BookingStatus.CANCELLED: frozenset({BookingStatus.REFUNDED, BookingStatus.CHARGED_BACK}),
     BookingStatus.REFUNDED: frozenset(),
     BookingStatus.CHARGED_BACK: frozenset(),
     BookingStatus.OVER_CAPACITY: frozenset({BookingStatus.REFUNDED, BookingStatus.CANCELLED}),
+    BookingStatus.PAID_LATE: frozenset({BookingStatus.REFUNDED}) | ENDED,
 }
 REVERSALS: dict[str, BookingStatus] = {
     "refunded": BookingStatus.REFUNDED,
@@ -129,6 +143,7 @@ class CalendarStatus(enum.StrEnum):
     REJECTED = "rejected"  # Google refused the event or the booking is unusable: an admin acts
     ON_HOLD = "on_hold"  # paid without event, then the payment was reversed: nothing to create
     MISSING = "missing"  # scheduled, but its event is gone from Calendar: an admin acts
+    TOO_LATE = "too_late"  # the class began before its event was created: none ever will be
 
 
 GOOGLE_STATUSES = frozenset(
@@ -215,6 +230,7 @@ class Booking:
     refund_requested: bool = False
     refund_id: str = ""
     session_id: str = ""
+    paid_at: datetime | None = None
 
     @classmethod
     def from_document(cls, booking_id: str, data: dict[str, Any]) -> Booking:
@@ -244,12 +260,13 @@ class Booking:
             refund_requested=data.get("refundRequested") is True,
             refund_id=str(data.get("refundId") or ""),
             session_id=str(data.get("sessionId") or ""),
+            paid_at=parse_instant(data.get("paidAt")),
         )
 
     def zone(self) -> ZoneInfo:
         try:
-            return ZoneInfo(self.time_zone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+            return zone_named(self.time_zone)
+        except ValueError as exc:
             raise InvalidBooking(f"booking {self.id} has an unknown time zone") from exc
 
     def class_times(self) -> tuple[datetime, datetime]:
@@ -274,18 +291,12 @@ def amount_of(raw: Any) -> Decimal | None:
 
 
 def _parse_time(raw: Any, zone: ZoneInfo, booking_id: str, name: str) -> datetime:
-    if isinstance(raw, datetime):
-        value = raw
-    elif isinstance(raw, str):
-        try:
-            value = datetime.fromisoformat(raw)
-        except ValueError as exc:
-            raise InvalidBooking(f"booking {booking_id} has an unreadable {name}") from exc
-    else:
+    if not isinstance(raw, datetime | str) or not raw:
         raise InvalidBooking(f"booking {booking_id} has no {name}")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=zone)  # wall-clock time in the booking's zone
-    return value.astimezone(zone)
+    value = parse_local(raw, zone)  # without an offset: wall-clock time in the booking's zone
+    if value is None:
+        raise InvalidBooking(f"booking {booking_id} has an unreadable {name}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -361,6 +372,19 @@ class Issue:
 
     kind: str
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LatePolicy:
+    """When a paid class is too late to schedule, and whether its payment goes back at once
+    (`LATE_PAYMENT_MARGIN_MINUTES`, `AUTO_REFUND_LATE_PAYMENTS`)."""
+
+    margin: timedelta = timedelta(0)
+    auto_refund: bool = False
+
+    def too_late(self, start: datetime, now: datetime) -> bool:
+        """Whether a class starting at `start` has begun (less the margin) at `now`."""
+        return now >= start - self.margin
 
 
 @dataclass(frozen=True)
@@ -446,16 +470,20 @@ def decide_payment(
     claimed_by: str | None,
     payment: Payment,
     created_event_id: str = "",
+    *,
+    now: datetime,
+    late: LatePolicy = LatePolicy(),
 ) -> Decision:
-    """What `payment` means for the booking it names (`data` None: no such booking).
+    """What `payment` means for the booking it names (`data` None: no such booking), at `now`.
 
     `claimed_by` is the booking the payment's claim already points at, if any: one payment
     never pays for two bookings. `created_event_id` is the booking's event when this
     delivery created it in an earlier attempt whose commit lost a race: unless the booking
     still wants its class, that event is cancelled, so a refund that overtook the approval
-    never leaves a live class behind.
+    never leaves a live class behind. An approval for a class that has begun (by `late`)
+    schedules nothing: the booking is `paid_late` for an admin's refund, or refunded.
     """
-    decision = _payment_decision(booking_id, data, claimed_by, payment)
+    decision = _payment_decision(booking_id, data, claimed_by, payment, now, late)
     booking = decision.booking
     keeps_event = decision.create_event or (
         booking is not None and booking.status == BookingStatus.SCHEDULED
@@ -466,7 +494,12 @@ def decide_payment(
 
 
 def _payment_decision(
-    booking_id: str, data: dict[str, Any] | None, claimed_by: str | None, payment: Payment
+    booking_id: str,
+    data: dict[str, Any] | None,
+    claimed_by: str | None,
+    payment: Payment,
+    now: datetime,
+    late: LatePolicy,
 ) -> Decision:
     if data is None:
         return Decision(
@@ -521,6 +554,10 @@ def _payment_decision(
     if booking.status == BookingStatus.SCHEDULED and booking.google_event_id:
         fields = {**_payment_fields(payment), "amountRefunded": _money(payment.amount_refunded)}
         return Decision("already_scheduled", booking, fields if partial else None, issue=partial)
+    if booking.status == BookingStatus.PAID_LATE:
+        # Delivered again: nothing new, but a refund asked for and lost is asked again (the
+        # refund's idempotency key makes it one refund).
+        return Decision("already_paid_late", booking, refund=late.auto_refund)
     paid = {**_payment_fields(payment), "paidAt": _paid_at(payment)}
     if partial:
         paid["amountRefunded"] = _money(payment.amount_refunded)
@@ -534,8 +571,57 @@ def _payment_decision(
             issue=partial,
             join_session=booking.session_id,
         )
-    return Decision(
+    decision = Decision(
         "scheduled", booking, paid, claim=claimed_by is None, create_event=True, issue=partial
+    )
+    return _unless_begun(decision, booking, _later(now, payment), late)
+
+
+def _later(now: datetime, payment: Payment) -> datetime:
+    """The decision's present: `now`, or the approval if Mercado Pago's clock is ahead."""
+    approved = parse_instant(payment.date_approved)
+    return max(now, approved) if approved is not None else now
+
+
+def _unless_begun(decision: Decision, class_: Booking, now: datetime, late: LatePolicy) -> Decision:
+    """`decision`, unless `class_` (the booking, or a seat's session) has begun at `now`:
+    then no event and no seat, the booking `paid_late` with a `late_payment` issue naming
+    the class's times and the approval's, and the payment refunded when `late` says so.
+    Unreadable times are left to the Calendar step, which rejects them as before."""
+    booking = decision.booking
+    assert booking is not None
+    try:
+        start, end = class_.class_times()
+    except InvalidBooking:
+        return decision
+    if not late.too_late(start, now):
+        return decision
+    paid = (decision.fields or {}).get("paidAt", booking.paid_at)
+    details = {
+        "bookingId": booking.id,
+        "classStart": start.isoformat(),
+        "classEnd": end.isoformat(),
+        "approvedAt": local_iso(paid) if isinstance(paid, datetime) else None,
+        "decidedAt": local_iso(now),
+    }
+    if booking.session_id:
+        details["sessionId"] = booking.session_id
+    fields = {
+        **(decision.fields or {}),
+        "status": BookingStatus.PAID_LATE.value,
+        "calendarStatus": CalendarStatus.TOO_LATE.value,
+        "needsAttention": "late_payment",
+        "updatedAt": SERVER_TIME,
+    }
+    return replace(
+        decision,
+        outcome="paid_late",
+        fields=fields,
+        issue=Issue("late_payment", details),
+        create_event=False,
+        refund=late.auto_refund,
+        join_session="",
+        session_fields=None,
     )
 
 
@@ -569,8 +655,8 @@ def _reversed(booking: Booking, payment: Payment) -> Decision:
     decision = Decision(f"payment_{payment.status}", booking, fields)
     if booking.session_id:
         return replace(decision, leave_session=booking.session_id)  # the others keep the class
-    if booking.calendar_status == CalendarStatus.CANCELLED:
-        return decision
+    if booking.calendar_status in (CalendarStatus.CANCELLED, CalendarStatus.TOO_LATE):
+        return decision  # no event to cancel
     # Without a linked event, look for the booking's own: a delivery may be creating it.
     return decision.cancelling(booking.google_event_id or event_id_for_booking(booking.id))
 
@@ -611,12 +697,8 @@ def _payment_fields(payment: Payment) -> dict[str, Any]:
 
 
 def _paid_at(payment: Payment) -> Any:
-    if payment.date_approved:
-        try:
-            return datetime.fromisoformat(payment.date_approved).astimezone(UTC)
-        except ValueError:
-            pass
-    return SERVER_TIME
+    approved = parse_instant(payment.date_approved)
+    return approved.astimezone(UTC) if approved is not None else SERVER_TIME
 
 
 def event_fields(booking: Booking, event: ClassEvent) -> dict[str, Any]:
@@ -649,9 +731,18 @@ def conference_fields(event: ClassEvent) -> dict[str, Any]:
     return fields
 
 
-def decide_reconcile(booking: Booking, created_event_id: str = "") -> Decision:
+def decide_reconcile(
+    booking: Booking,
+    created_event_id: str = "",
+    *,
+    now: datetime,
+    late: LatePolicy = LatePolicy(),
+    session: Session | None = None,
+) -> Decision:
     """A paid booking without an event: create it, unless its payment no longer stands
-    (or a delivery settled it meanwhile). `created_event_id`: as in `decide_payment`."""
+    (or a delivery settled it meanwhile), or its class (a seat's: its `session`) has begun
+    at `now`: then it is reported `paid_late`, never healed into a class under way.
+    `created_event_id`: as in `decide_payment`."""
     if (
         booking.status != BookingStatus.PAID
         or booking.calendar_status != CalendarStatus.PENDING_CREATION
@@ -665,8 +756,13 @@ def decide_reconcile(booking: Booking, created_event_id: str = "") -> Decision:
         decision = Decision("on_hold", booking, fields)
         return decision.cancelling(created_event_id) if created_event_id else decision
     if booking.session_id:
-        return Decision("seat_held", booking, join_session=booking.session_id)
-    return Decision("scheduled", booking, {}, create_event=True)
+        held = Decision("seat_held", booking, join_session=booking.session_id)
+        return _unless_begun(held, session.as_booking(), now, late) if session else held
+    scheduled = Decision("scheduled", booking, {}, create_event=True)
+    decision = _unless_begun(scheduled, booking, now, late)
+    if created_event_id and decision.outcome == "paid_late":
+        return decision.cancelling(created_event_id)
+    return decision
 
 
 # -- group classes: sessions and their seats ----------------------------------------------------
@@ -750,15 +846,26 @@ class Session:
         )
 
 
-def decide_seat(decision: Decision, session: Session | None, auto_refund: bool) -> Decision:
+def decide_seat(
+    decision: Decision,
+    session: Session | None,
+    auto_refund: bool,
+    *,
+    now: datetime,
+    late: LatePolicy = LatePolicy(),
+) -> Decision:
     """A paid booking of a group session: hold a seat (the count decided here, committed
-    guarded by the session's read), or refuse it when the session is full or gone."""
+    guarded by the session's read), or refuse it when the session is full or gone, or
+    has begun at `now` (then `paid_late`, as a one-to-one class)."""
     booking = decision.booking
     assert booking is not None
     if booking.id in (session.seats if session else {}):
         return replace(decision, create_event=False, join_session=booking.session_id)
     if session is None or session.status != "scheduled" or not session.google_event_id:
         return _over_capacity(decision, "session_unavailable", auto_refund)
+    late_decision = _unless_begun(decision, session.as_booking(), now, late)
+    if late_decision.outcome == "paid_late":
+        return late_decision
     if session.seats_taken >= session.capacity:
         return _over_capacity(decision, "over_capacity", auto_refund)
     seat = {
@@ -917,6 +1024,16 @@ def decide_cancel(booking: Booking, reason: str, refund: bool, by: str) -> Decis
     return decision
 
 
+def refuse_started(start: datetime, now: datetime, name: str = "start") -> None:
+    """`InvalidRequest` naming the field when a class would start at a time already past."""
+    if start <= now:
+        raise InvalidRequest(
+            f"{name} has already begun ({start.astimezone(ZONE).isoformat()}); "
+            "a class can only be placed in the future",
+            parameter=name,
+        )
+
+
 def refuse_overlap(
     start: datetime,
     end: datetime,
@@ -948,9 +1065,12 @@ def decide_reschedule(
     end: datetime,
     teacher_classes: list[Booking],
     teacher_sessions: Iterable[Session] = (),
+    *,
+    now: datetime,
 ) -> Decision:
     """An admin moves a scheduled class; refused (`Conflict`, naming the other class) when
-    the teacher would be in two classes at once. The same times again change nothing."""
+    the teacher would be in two classes at once, and (400 naming `start`) to a time that has
+    begun at `now`. The same times again change nothing."""
     if booking.session_id:
         raise Conflict(
             "a seat of a group session moves with its session; reschedule the session",
@@ -964,6 +1084,7 @@ def decide_reschedule(
     zone = booking.zone()
     if booking.class_times() == (start, end):
         return Decision("unchanged", booking)
+    refuse_started(start, now)
     refuse_overlap(start, end, [c for c in teacher_classes if c.id != booking.id], teacher_sessions)
     fields = {
         "start": start.astimezone(zone).isoformat(),
@@ -1000,8 +1121,8 @@ def decide_event_change(
     event_id = str(event.get("id") or "")
     if event_id != own_event_id(booking_id, data):
         return None  # not the booking's own event (a copy, or a foreign one)
-    updated = _instant(event.get("updated"))
-    seen = _instant(data.get("calendarUpdated"))
+    updated = parse_instant(event.get("updated"))
+    seen = parse_instant(data.get("calendarUpdated"))
     if updated and seen and updated < seen:
         return None  # older than what the booking already reflects
     status = str(event.get("status") or CalendarStatus.CONFIRMED)
@@ -1070,19 +1191,6 @@ def _status(data: dict[str, Any]) -> BookingStatus | None:
         return None
 
 
-def _instant(raw: Any) -> datetime | None:
-    """An aware instant from a Firestore time or an RFC 3339 string (UTC when naive)."""
-    if isinstance(raw, datetime):
-        return raw
-    if not isinstance(raw, str) or not raw:
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 _Times = tuple[ZoneInfo, tuple[datetime, datetime] | None]
 
 
@@ -1092,13 +1200,13 @@ def _booking_times(booking_id: str, data: dict[str, Any]) -> _Times:
         booking = Booking.from_document(booking_id, data)
         return booking.zone(), booking.class_times()
     except InvalidBooking:
-        return ZoneInfo(TIME_ZONE), None
+        return ZONE, None
 
 
 def _moved_times(stored: _Times, event: dict[str, Any]) -> tuple[str, str] | None:
     """The event's start and end in the class's zone (ISO with offset), if they moved."""
-    start = _instant((event.get("start") or {}).get("dateTime"))
-    end = _instant((event.get("end") or {}).get("dateTime"))
+    start = parse_instant((event.get("start") or {}).get("dateTime"))
+    end = parse_instant((event.get("end") or {}).get("dateTime"))
     if start is None or end is None:
         return None  # an all-day or trimmed event: no class times to compare
     zone, current = stored
@@ -1119,8 +1227,8 @@ def decide_session_event_change(
     Each seat's booking follows through `decide_event_change`."""
     if str(event.get("id") or "") != own_session_event_id(session_id, data):
         return None
-    updated = _instant(event.get("updated"))
-    seen = _instant(data.get("calendarUpdated"))
+    updated = parse_instant(event.get("updated"))
+    seen = parse_instant(data.get("calendarUpdated"))
     if updated and seen and updated < seen:
         return None
     fields: dict[str, Any] = {}
@@ -1138,7 +1246,7 @@ def decide_session_event_change(
             as_class = session.as_booking()
             stored: _Times = (as_class.zone(), as_class.class_times())
         except InvalidBooking:
-            stored = (ZoneInfo(TIME_ZONE), None)
+            stored = (ZONE, None)
         moved = _moved_times(stored, event)
         if moved is not None:
             fields = {"start": moved[0], "end": moved[1], "rescheduledAt": SERVER_TIME}

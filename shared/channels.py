@@ -32,7 +32,7 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from shared import logs, store
+from shared import clock, logs, store
 from shared.bookings import SERVER_TIME
 from shared.calendar import calendar_api
 from shared.clients import firestore_client
@@ -69,10 +69,6 @@ CHANNEL_ID = re.compile(r"ch-[0-9a-f]{32}")
 ours (and may be nothing Firestore can name: "a/b", "..", "__x__")."""
 RESOURCE_STATES = ("sync", "exists", "not_exists")
 """The `X-Goog-Resource-State` values Google documents for Calendar push notifications."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _orphaned(data: dict[str, Any], now: datetime) -> bool:
@@ -145,13 +141,13 @@ def verify_notification(note: PushNotification, deadline: Deadline) -> None:
     data = snap.to_dict() if snap.exists else None
     if not data or data.get("state") not in ("pending", "active"):
         raise NotFound("unknown or stopped channel")
-    if _orphaned(data, _now()):
+    if _orphaned(data, clock.now()):
         raise NotFound("channel never activated")
     expected = str(data.get("tokenHash") or "")
     if not expected or not hmac.compare_digest(_token_hash(note.token), expected):
         raise Unauthenticated("channel token does not match")
     expiration = data.get("expiration")
-    if isinstance(expiration, datetime) and expiration <= _now():
+    if isinstance(expiration, datetime) and expiration <= clock.now():
         raise NotFound("channel expired")
     if data.get("calendarId") != get_settings().calendar_id:
         raise NotFound("channel of another calendar")
@@ -237,7 +233,7 @@ def _take_renew_lease(owner: str, force: bool, deadline: Deadline) -> Renewal | 
     renew_before = timedelta(seconds=get_settings().channel_renew_before_seconds)
 
     def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, Renewal | None]:
-        now = _now()
+        now = clock.now()
         lease = data.get("lease") or {}
         if lease.get("owner") and lease.get("until") and lease["until"] > now:
             return None, Renewal("busy", str(data.get("channelId") or ""))
@@ -272,7 +268,7 @@ def _open_channel(deadline: Deadline) -> tuple[str, datetime]:
             "state": "pending",
             "requestedTtlSeconds": ttl,
             # Until Google answers, trust the channel no longer than we asked for.
-            "expiration": _now() + timedelta(seconds=ttl),
+            "expiration": clock.now() + timedelta(seconds=ttl),
             "createdAt": SERVER_TIME,
         },
         deadline,
@@ -327,7 +323,7 @@ def _stop_others(current_id: str, deadline: Deadline) -> list[str]:
     snaps = store.stream(query, deadline, "list channels")
     found = {snap.id: snap.to_dict() or {} for snap in snaps}
     current_resource = str(found.get(current_id, {}).get("resourceId") or "")
-    now = _now()
+    now = clock.now()
     stopped = []
     for channel_id, data in found.items():
         if channel_id == current_id:

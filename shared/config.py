@@ -21,15 +21,13 @@ from urllib.parse import urlsplit
 
 from shared.errors import InvalidSettings
 
-__all__ = ["TIME_ZONE", "SecretNames", "Settings", "get_settings", "read_settings"]
-
-TIME_ZONE = "America/Argentina/Buenos_Aires"
-"""The platform's one time zone: every class starts and ends in Buenos Aires time."""
+__all__ = ["SecretNames", "Settings", "get_settings", "read_settings"]
 
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 CALENDAR_AUTH_MODES = ("oauth", "service_account")
 MAX_SYNC_INTERVAL_SECONDS = 60.0
+MAX_MARGIN_MINUTES = 7 * 24 * 60.0
 _EMAIL = re.compile(r"[^@\s,]+@[^@\s,]+\.[^@\s,]+")
 _QUEUE = re.compile(
     r"projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/locations/[a-z0-9-]+/queues/[A-Za-z0-9-]{1,100}"
@@ -63,6 +61,21 @@ class _Environment:
             value = math.nan
         if not (math.isfinite(value) and value > 0):
             raise InvalidSettings(f"{name} must be a positive number of seconds, e.g. {default:g}")
+        return value
+
+    def minutes(self, name: str, default: float) -> float:
+        """A number of minutes, zero allowed."""
+        raw = self.text(name)
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and 0 <= value <= MAX_MARGIN_MINUTES):
+            raise InvalidSettings(
+                f"{name} must be a number of minutes from 0 to {MAX_MARGIN_MINUTES:g}, e.g. 0"
+            )
         return value
 
     def flag(self, name: str, default: bool) -> bool:
@@ -152,6 +165,9 @@ class Settings:
     webhook_tolerance_seconds: float = 300.0
     accept_unsigned_ipn: bool = True
     auto_refund_over_capacity: bool = False
+    # A payment approved this close to its class's start (or later) schedules nothing.
+    late_payment_margin_minutes: float = 0.0
+    auto_refund_late_payments: bool = False
     handler_budget_seconds: float = 10.0
     upstream_timeout_seconds: float = 5.0
     # Admin access and public feed.
@@ -219,6 +235,12 @@ def read_settings(environ: Mapping[str, str]) -> Settings:
         accept_unsigned_ipn=env.flag("MERCADOPAGO_ACCEPT_IPN", defaults.accept_unsigned_ipn),
         auto_refund_over_capacity=env.flag(
             "AUTO_REFUND_OVER_CAPACITY", defaults.auto_refund_over_capacity
+        ),
+        late_payment_margin_minutes=env.minutes(
+            "LATE_PAYMENT_MARGIN_MINUTES", defaults.late_payment_margin_minutes
+        ),
+        auto_refund_late_payments=env.flag(
+            "AUTO_REFUND_LATE_PAYMENTS", defaults.auto_refund_late_payments
         ),
         handler_budget_seconds=env.seconds(
             "HANDLER_BUDGET_SECONDS", defaults.handler_budget_seconds

@@ -41,7 +41,8 @@ from urllib.parse import urlsplit
 from flask import Response
 
 from shared.admin import Admin, require_admin
-from shared.config import TIME_ZONE, get_settings
+from shared.clock import TIME_ZONE
+from shared.config import get_settings
 from shared.errors import Forbidden, NotFound, PlatformError
 from shared.upstream import Deadline
 from shared.web import answer_error, json_response

@@ -14,18 +14,18 @@ import contextvars
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from google.cloud import firestore
 
-from shared import logs, store
+from shared import clock, logs, store
 from shared.bookings import SERVER_TIME
 from shared.calendar import calendar_api
 from shared.channels import watch_ref
 from shared.clients import firestore_client
-from shared.config import TIME_ZONE, get_settings
+from shared.clock import TIME_ZONE, local_iso
+from shared.config import get_settings
 from shared.errors import PlatformError, ReauthorizationRequired
 from shared.sync import sync_ref
 from shared.tokens import integration_status_ref
@@ -34,7 +34,6 @@ from shared.upstream import Deadline
 __all__ = [
     "PROBE_SECONDS",
     "RECONCILE_RUNS",
-    "local_iso",
     "read_health",
     "reconcile_run_ref",
     "record_reconcile_run",
@@ -45,7 +44,6 @@ RECONCILE_RUNS = "reconcile_runs"
 PROBE_SECONDS = 5.0
 """At most this long for the grant check: the health answer must come even if Calendar hangs."""
 RECORD_SECONDS = 3.0
-ZONE = ZoneInfo(TIME_ZONE)
 _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
 
 
@@ -74,22 +72,6 @@ def record_reconcile_run(
         logs.warning("could not record the reconcile run", detail=exc.message)
 
 
-def local_iso(value: Any, naive_zone: tzinfo = UTC) -> str | None:
-    """A Firestore time (or an ISO string) as ISO 8601 in Buenos Aires time; a time
-    without an offset is read in `naive_zone` (a booking's wall-clock times: its zone)."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if not isinstance(value, datetime):
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=naive_zone)
-    local: str = value.astimezone(ZONE).isoformat(timespec="seconds")
-    return local
-
-
 def read_health(deadline: Deadline, now: datetime | None = None) -> dict[str, Any]:
     """The console's health view: grant, watch channel, last sync, last reconcile."""
     refs = [integration_status_ref(), watch_ref(), sync_ref(), reconcile_run_ref()]
@@ -105,7 +87,7 @@ def read_health(deadline: Deadline, now: datetime | None = None) -> dict[str, An
     status, watch, sync, reconcile = (
         (snaps[ref.path].to_dict() or {}) if snaps[ref.path].exists else {} for ref in refs
     )
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     return {
         "checkedAt": local_iso(now),
         "timeZone": TIME_ZONE,

@@ -16,9 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from shared import logs, store
+from shared import clock, logs, store
 from shared.bookings import (
     REMOVE,
     SERVER_TIME,
@@ -29,7 +28,6 @@ from shared.bookings import (
     refund_key,
 )
 from shared.calendar import cancel_event, move_event
-from shared.config import TIME_ZONE
 from shared.errors import InvalidRequest, NotFound
 from shared.payments import refund_payment
 from shared.scheduling import with_session
@@ -89,19 +87,14 @@ def parse_action(body: bytes, content_type: str) -> Action:
 
 def parse_time(raw: Any, name: str) -> datetime:
     """ISO 8601 date and time; without an offset it is Buenos Aires wall-clock time."""
-    value = None
-    if isinstance(raw, str) and raw.isascii() and "T" in raw.upper() and len(raw) <= 40:
-        try:
-            value = datetime.fromisoformat(raw)
-        except ValueError:
-            value = None
+    readable = isinstance(raw, str) and raw.isascii() and "T" in raw.upper() and len(raw) <= 40
+    value = clock.parse_local(raw) if readable else None
     if value is None or not 2000 <= value.year <= 2200:
         raise InvalidRequest(
             f"{name} must be an ISO 8601 date and time, e.g. 2026-12-01T18:00:00-03:00",
             parameter=name,
         )
-    zone = ZoneInfo(TIME_ZONE)
-    return value.replace(tzinfo=zone) if value.tzinfo is None else value.astimezone(zone)
+    return value
 
 
 def apply_action(action: Action, admin: str, deadline: Deadline) -> dict[str, Any]:
@@ -112,8 +105,9 @@ def apply_action(action: Action, admin: str, deadline: Deadline) -> dict[str, An
         if read.data is None:
             raise NotFound("no such booking", bookingId=action.booking_id)
         booking = Booking.from_document(read.booking_id, read.data)
-        decision = _decide(action, booking, admin, deadline)
-        decision, session = with_session(decision, deadline)  # a seat leaves its session
+        now = clock.now()
+        decision = _decide(action, booking, admin, now, deadline)
+        decision, session = with_session(decision, deadline, now)  # a seat leaves its session
         if decision.cancel_event:
             decision = decision.with_cancelled(cancel_event(decision.cancel_event, deadline))
         if decision.move_to is not None:
@@ -152,13 +146,15 @@ def _teacher(action: Action, deadline: Deadline) -> str:
     return Booking.from_document(read.booking_id, read.data).teacher.email if read.data else ""
 
 
-def _decide(action: Action, booking: Booking, admin: str, deadline: Deadline) -> Decision:
+def _decide(
+    action: Action, booking: Booking, admin: str, now: datetime, deadline: Deadline
+) -> Decision:
     if action.kind == "cancel":
         return decide_cancel(booking, action.reason, action.refund, admin)
     assert action.start is not None and action.end is not None
     teacher = booking.teacher.email
     classes, sessions = store.teacher_timetable(teacher, deadline) if teacher else ([], [])
-    return decide_reschedule(booking, action.start, action.end, classes, sessions)
+    return decide_reschedule(booking, action.start, action.end, classes, sessions, now=now)
 
 
 def _plain(fields: dict[str, Any] | None) -> dict[str, Any]:

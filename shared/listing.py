@@ -48,15 +48,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import icalendar
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from shared import logs, store
+from shared import clock, logs, store
 from shared.bookings import BookingStatus, ClassEvent, Person
 from shared.calendar import calendar_api
-from shared.config import TIME_ZONE, get_settings
+from shared.clock import TIME_ZONE, ZONE, parse_local
+from shared.config import get_settings
 from shared.errors import InvalidRequest, NotFound, PermanentUpstreamError, PlatformError
 from shared.secrets import read_secret
 from shared.upstream import Deadline
@@ -72,7 +72,6 @@ __all__ = [
     "wants_public",
 ]
 
-ZONE = ZoneInfo(TIME_ZONE)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 250
 DEFAULT_WINDOW = timedelta(days=30)
@@ -233,7 +232,7 @@ def parse_query(args: Mapping[str, list[str]], now: datetime | None = None) -> Q
         time_min, time_max = token_min, token_max
     if time_min is None:
         # Whole minutes, so repeated default requests share an ETag for the cache's lifetime.
-        time_min = (now or datetime.now(UTC)).astimezone(ZONE).replace(second=0, microsecond=0)
+        time_min = (now or clock.now()).astimezone(ZONE).replace(second=0, microsecond=0)
     if time_max is None:
         time_max = time_min + DEFAULT_WINDOW
     if time_max <= time_min:
@@ -582,7 +581,7 @@ def _wanted(row: _Row, query: Query) -> bool:
 def local_time(when: dict[str, Any]) -> datetime | date | None:
     """An EventDateTime as Buenos Aires time (all-day events stay dates)."""
     if when.get("dateTime"):
-        return datetime.fromisoformat(str(when["dateTime"])).astimezone(ZONE)
+        return parse_local(str(when["dateTime"]))
     if when.get("date"):
         return date.fromisoformat(str(when["date"]))
     return None

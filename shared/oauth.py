@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ import requests
 from google_auth_oauthlib.flow import Flow
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
-from shared import logs, store
+from shared import clock, logs, store
 from shared.admin import Admin, verify_id_token
 from shared.bookings import SERVER_TIME
 from shared.calendar import calendar_api
@@ -144,7 +143,7 @@ def start_consent(admin: Admin) -> ConsentStart:
     _redirect_uri()  # a missing setting fails before anything is written
     key = read_secret(settings.secrets.oauth_state_key)
     nonce = secrets.token_urlsafe(24)
-    expires_at = int(time.time()) + STATE_LIFETIME_SECONDS
+    expires_at = int(clock.now().timestamp()) + STATE_LIFETIME_SECONDS
     expiry = datetime.fromtimestamp(expires_at, UTC)
     store.create(
         firestore_client().collection(STATE_COLLECTION).document(nonce),
@@ -231,7 +230,7 @@ def _check_state(state: str) -> tuple[str, str, str] | ConsentOutcome:
     key = matching_secret(get_settings().secrets.oauth_state_key, signed_it)
     if key is None:
         return ConsentOutcome.INVALID_STATE
-    if expires_at < time.time():
+    if expires_at < clock.now().timestamp():
         return ConsentOutcome.EXPIRED_STATE
     ref = firestore_client().collection(STATE_COLLECTION).document(nonce)
 

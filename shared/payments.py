@@ -8,13 +8,13 @@ read back from Mercado Pago with our access token. Webhooks are authenticated by
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from mercadopago.webhook import InvalidWebhookSignatureError, WebhookSignatureValidator
 
+from shared import clock
 from shared.bookings import Payment, amount_of
 from shared.clients import http_session
 from shared.config import get_settings
@@ -170,7 +170,7 @@ def _verify_signature(
         raise Unauthenticated("missing x-signature header")
     ts, v1 = signature_parts(signature)
     # Before the secret: a replayed delivery costs no Secret Manager read.
-    current = time.time() if now is None else now
+    current = clock.now().timestamp() if now is None else now
     drift = min(abs(current - int(ts)), abs(current - int(ts) / 1000))
     if drift > get_settings().webhook_tolerance_seconds:
         raise Unauthenticated("webhook signature timestamp is outside the tolerance")

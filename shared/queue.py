@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from google.cloud import tasks_v2
 
-from shared import logs, store
+from shared import clock, logs, store
 from shared.bookings import REMOVE, SERVER_TIME
 from shared.clients import cloud_tasks_client
 from shared.config import get_settings
@@ -147,7 +147,7 @@ def pause_for_usage_limit(detail: str, deadline: Deadline) -> None:
             deadline,
             "pause queue",
         )
-    resume_at = datetime.now(UTC) + LIMITED_FOR
+    resume_at = clock.now() + LIMITED_FOR
     limited = {"reason": "quotaExceeded", "since": SERVER_TIME, "resumeAt": resume_at}
     store.set_document(
         integration_status_ref(), {"limited": limited}, deadline, "record usage limit", merge=True
@@ -166,7 +166,7 @@ def resume_if_due(deadline: Deadline, *, now: bool = False) -> bool:
     if not limited:
         return False
     resume_at = limited.get("resumeAt")
-    if not now and isinstance(resume_at, datetime) and resume_at > datetime.now(UTC):
+    if not now and isinstance(resume_at, datetime) and resume_at > clock.now():
         return False
     if settings.scheduling_queue:
         call(

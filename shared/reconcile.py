@@ -24,11 +24,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from shared import logs, queue, store
+from shared import clock, logs, queue, store
 from shared.bookings import (
     ENDED,
     SERVER_TIME,
@@ -43,7 +42,6 @@ from shared.bookings import (
     conference_fields,
 )
 from shared.calendar import add_attendee, calendar_api, cancel_event
-from shared.config import TIME_ZONE
 from shared.errors import PermanentUpstreamError, PlatformError, TransientUpstreamError
 from shared.payments import PaymentNotification
 from shared.scheduling import (
@@ -92,7 +90,14 @@ class Reconciliation:
 
 
 _NOT_HEALED = frozenset(
-    {"retry_later", "meet_link_pending", "settled_meanwhile", "unknown_booking", "nothing_to_do"}
+    {
+        "retry_later",
+        "meet_link_pending",
+        "settled_meanwhile",
+        "unknown_booking",
+        "nothing_to_do",
+        "paid_late",  # reported for an admin's refund, never healed into a class under way
+    }
 )
 
 
@@ -202,7 +207,7 @@ def _looking_at_meet(read: store.BookingRead, booking: Booking, deadline: Deadli
 
 def _payments_pending(run: Reconciliation, deadline: Deadline) -> None:
     """Mercado Pago may not notify every change: an old undecided payment is read again."""
-    cutoff = datetime.now(UTC) - PENDING_PAYMENT_AGE
+    cutoff = clock.now() - PENDING_PAYMENT_AGE
     for read in _pages(store.Backlog.PAYMENT_PENDING, deadline):
         data = read.data or {}
         updated = data.get("updatedAt")
@@ -230,7 +235,7 @@ def _unknown_bookings(run: Reconciliation, deadline: Deadline) -> None:
 
 
 def _window_events(deadline: Deadline) -> Iterator[dict[str, Any]]:
-    now = datetime.now(UTC)
+    now = clock.now()
     query: dict[str, Any] = {
         "timeMin": (now - EVENT_WINDOW[0]).isoformat(),
         "timeMax": (now + EVENT_WINDOW[1]).isoformat(),
@@ -318,7 +323,7 @@ def _orphan_events(
 
 def _missing_events(run: Reconciliation, deadline: Deadline) -> None:
     """Upcoming scheduled classes whose event no longer exists: an admin must look."""
-    since = (datetime.now(ZoneInfo(TIME_ZONE)) - EVENT_WINDOW[0]).strftime("%Y-%m-%dT%H:%M:%S")
+    since = (clock.now().astimezone(clock.ZONE) - EVENT_WINDOW[0]).strftime("%Y-%m-%dT%H:%M:%S")
     for read in _pages(store.Backlog.UPCOMING, deadline, since):
         data = read.data or {}
         event_id = str(data.get("googleEventId") or "")

@@ -17,16 +17,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from shared import logs, queue, store
+from shared import clock, logs, queue, store
 from shared.bookings import (
     SERVER_TIME,
     Booking,
+    BookingStatus,
     CalendarStatus,
     ClassEvent,
     Decision,
     InvalidBooking,
+    LatePolicy,
     Person,
     Session,
     conference_fields,
@@ -60,10 +63,18 @@ __all__ = [
     "apply_payment_notification",
     "finish_paid_booking",
     "join_session",
+    "late_policy",
     "on_booking",
     "with_session",
     "write_decision",
 ]
+
+
+def late_policy() -> LatePolicy:
+    """When a paid class is too late to schedule, as the settings say."""
+    settings = get_settings()
+    margin = timedelta(minutes=settings.late_payment_margin_minutes)
+    return LatePolicy(margin, settings.auto_refund_late_payments)
 
 
 @dataclass(frozen=True)
@@ -100,7 +111,8 @@ def apply_payment_notification(note: PaymentNotification, deadline: Deadline) ->
     own notification.
     """
     created = ""  # the booking's event, once an attempt of this delivery created or adopted it
-    refund = ""  # a booking whose payment must go back (a seat of a full session)
+    refund = ""  # a booking whose payment must go back (a full session, a class begun)
+    late = late_policy()
     try:
         payment, preference_id = read_payment(note.payment_id, deadline)
     except UpstreamNotFound:
@@ -115,8 +127,11 @@ def apply_payment_notification(note: PaymentNotification, deadline: Deadline) ->
         )
         if read.data is not None:
             logs.bind(booking_id=read.booking_id)
-        decision = decide_payment(read.booking_id, read.data, read.claimed_by, payment, created)
-        decision, session = with_session(decision, deadline)
+        now = clock.now()
+        decision = decide_payment(
+            read.booking_id, read.data, read.claimed_by, payment, created, now=now, late=late
+        )
+        decision, session = with_session(decision, deadline, now)
         if decision.create_event and queue.scheduling_enabled():
             # Paid now; the queue creates the event at Calendar's pace (schedule_class).
             reason = "queued for Google Calendar"
@@ -145,17 +160,18 @@ def apply_payment_notification(note: PaymentNotification, deadline: Deadline) ->
 
 
 def with_session(
-    decision: Decision, deadline: Deadline
+    decision: Decision, deadline: Deadline, now: datetime
 ) -> tuple[Decision, store.SessionRead | None]:
-    """For a seat of a group session: decide with the session's read (hold or free a seat),
-    and take a leaving student out of the session's event."""
+    """For a seat of a group session: decide with the session's read at `now` (hold or free
+    a seat), and take a leaving student out of the session's event."""
     session_id = decision.join_session or decision.leave_session
     if not session_id:
         return decision, None
     read = store.read_session(session_id, deadline)
     session = Session.from_document(session_id, read.data) if read.data is not None else None
     if decision.outcome == "seat":
-        decision = decide_seat(decision, session, get_settings().auto_refund_over_capacity)
+        auto_refund = get_settings().auto_refund_over_capacity
+        decision = decide_seat(decision, session, auto_refund, now=now, late=late_policy())
     if decision.leave_session:
         decision = decide_leave(decision, session)
     if decision.leave_session and session is not None and decision.booking is not None:
@@ -308,7 +324,10 @@ def _creating_event() -> Step:
 
     def step(read: store.BookingRead, booking: Booking, deadline: Deadline) -> Outcome:
         nonlocal created
-        decision = decide_reconcile(booking, created)
+        session = _session_of(booking, deadline)
+        decision = decide_reconcile(
+            booking, created, now=clock.now(), late=late_policy(), session=session
+        )
         if decision.join_session:  # a paid seat missing from its session's event
             held = Outcome("seat_held", booking.payment_id, booking.id)
             return join_session(held, deadline)
@@ -330,6 +349,16 @@ def _creating_event() -> Step:
         if decision.cancel_event:
             decision = decision.with_cancelled(cancel_event(decision.cancel_event, deadline))
         write_decision(read, decision, booking.payment_id, deadline)
+        if decision.refund:
+            refund_payment(booking.payment_id, refund_key(booking.id), deadline)
         return Outcome(decision.outcome, booking.payment_id, booking.id, decision.event)
 
     return step
+
+
+def _session_of(booking: Booking, deadline: Deadline) -> Session | None:
+    """The session of a paid seat still waiting for its event (its times decide lateness)."""
+    if not booking.session_id or booking.status != BookingStatus.PAID:
+        return None
+    read = store.read_session(booking.session_id, deadline)
+    return Session.from_document(read.session_id, read.data) if read.data is not None else None

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from shared import logs, store
+from shared import clock, logs, store
 from shared.bookings import (
     ENDED,
     SERVER_TIME,
@@ -26,9 +25,10 @@ from shared.bookings import (
     decide_cancel,
     refund_key,
     refuse_overlap,
+    refuse_started,
 )
 from shared.calendar import calendar_api, cancel_event, ensure_session_event
-from shared.config import TIME_ZONE
+from shared.clock import TIME_ZONE
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.lifecycle import parse_time
 from shared.payments import refund_payment
@@ -47,7 +47,6 @@ __all__ = [
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_CAPACITY = 500
-_ZONE = ZoneInfo(TIME_ZONE)
 _CREATE_FIELDS = {"sessionId", "title", "teacher", "start", "end", "capacity", "price"}
 _ACTION_FIELDS = {"sessionId", "action", "refund", "reason", "start", "end"}
 
@@ -194,6 +193,7 @@ def create_session(request: SessionRequest, deadline: Deadline) -> tuple[bool, d
     else:
         with store.teacher_lease(teacher, deadline):
             if not _exists(request.session_id, deadline):  # a retry racing its first try
+                refuse_started(request.start, clock.now())
                 _refuse_teacher_overlap(teacher, request.start, request.end, "", deadline)
             created = store.create_session(request.session_id, request.document(), deadline)
     read = store.read_session(request.session_id, deadline)
@@ -225,7 +225,7 @@ def _same(data: dict[str, Any], request: SessionRequest) -> bool:
 
 def list_sessions(deadline: Deadline) -> list[dict[str, Any]]:
     """Upcoming sessions (ending after a day ago), each with its seats."""
-    since = (datetime.now(_ZONE) - timedelta(days=1)).isoformat()
+    since = (clock.now().astimezone(clock.ZONE) - timedelta(days=1)).isoformat()
     return [
         _summary(Session.from_document(read.session_id, read.data or {}))
         for read in store.upcoming_sessions(since, 100, deadline)
@@ -277,6 +277,7 @@ def _move(
         raise Conflict(f"the session is {session.status}; it cannot be moved")
     start, end = action.start.isoformat(), action.end.isoformat()
     if (session.start_raw, session.end_raw) != (start, end):
+        refuse_started(action.start, clock.now())
         if session.teacher.email:
             _refuse_teacher_overlap(
                 session.teacher.email, action.start, action.end, session.id, deadline

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -32,7 +32,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.query import Query
 
-from shared import logs
+from shared import clock, logs
 from shared.bookings import (
     REMOVE,
     SERVER_TIME,
@@ -278,7 +278,7 @@ def teacher_lease(teacher_email: str, deadline: Deadline) -> Iterator[None]:
     owner = uuid.uuid4().hex
 
     def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
-        now = datetime.now(UTC)
+        now = clock.now()
         lease = data.get("lease") or {}
         if lease.get("owner") and lease.get("until") and lease["until"] > now:
             return None, False

@@ -31,12 +31,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.cloud import firestore
 
-from shared import logs, queue, store
+from shared import clock, logs, queue, store
 from shared.bookings import (
     REMOVE,
     SERVER_TIME,
@@ -79,10 +79,6 @@ DEFER_SECONDS = 1.0
 """How long a push waits for the sync queue to take its deferred round before syncing itself."""
 MIN_ROUND_SECONDS = 2.0
 """Budget left below which no further round starts; it is left to the next sync."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def sync_ref() -> firestore.DocumentReference:
@@ -153,7 +149,7 @@ class _Turn:
 
 def _take_lease(owner: str, deadline: Deadline, *, paced: bool) -> _Turn:
     def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, _Turn]:
-        now = _now()
+        now = clock.now()
         if _lease_held(data, now):
             return {"pending": int(data.get("pending") or 0) + 1}, _Turn("queued")
         round_at = data.get("nextRoundAt")
@@ -180,7 +176,7 @@ def _extend_lease(owner: str, deadline: Deadline) -> None:
     def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
         if (data.get("lease") or {}).get("owner") != owner:
             return None, False
-        until = _now() + timedelta(seconds=SYNC_LEASE_SECONDS)
+        until = clock.now() + timedelta(seconds=SYNC_LEASE_SECONDS)
         return {"lease": {"owner": owner, "until": until}}, True
 
     if not store.update_if_unchanged(sync_ref(), decide, deadline, "extend sync lease"):
@@ -210,7 +206,7 @@ def _finish_round(
     def decide(data: dict[str, Any]) -> tuple[dict[str, Any] | None, _Next | None]:
         if (data.get("lease") or {}).get("owner") != owner:
             return None, None  # our lease ran out and another sync took over
-        now = _now()
+        now = clock.now()
         round_at = now + timedelta(seconds=get_settings().sync_interval_seconds)
         updates: dict[str, Any] = {
             "syncToken": next_token,
@@ -308,7 +304,7 @@ def _round(owner: str, token: str, deadline: Deadline) -> tuple[str, SyncStats, 
             return next_token, stats, False
         except UpstreamGone:
             logs.warning("sync token no longer valid: full resync")
-    since = (_now() - FULL_SYNC_WINDOW).isoformat()
+    since = (clock.now() - FULL_SYNC_WINDOW).isoformat()
     query = {"timeMin": since, "showDeleted": True}
     next_token, stats = _list_and_apply(owner, query, deadline)
     stats.full_resyncs += 1

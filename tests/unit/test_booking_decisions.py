@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from shared.bookings import (
     BookingStatus,
     CalendarStatus,
     ClassEvent,
+    LatePolicy,
     Payment,
     Session,
     decide_cancel,
@@ -31,8 +32,10 @@ from shared.bookings import (
     event_id_for_booking,
 )
 from shared.bookings import Booking as BookingValue
-from shared.errors import Conflict
+from shared.errors import Conflict, InvalidRequest
 
+NOW = datetime(2026, 11, 29, 15, 0, tzinfo=UTC)
+"""The decisions' present: two days before the class these tests book."""
 README = Path(__file__).resolve().parents[2] / "README.md"
 BOOKING = "b-1"
 
@@ -194,7 +197,7 @@ def test_what_a_payment_means_for_its_booking(
     writes: bool,
     creates_event: bool,
 ) -> None:
-    decision = decide_payment(BOOKING, data, claimed_by, paid)
+    decision = decide_payment(BOOKING, data, claimed_by, paid, now=NOW)
     assert decision.outcome == outcome
     assert (decision.issue.kind if decision.issue else None) == issue
     assert bool(decision.fields) == writes
@@ -202,14 +205,16 @@ def test_what_a_payment_means_for_its_booking(
 
 
 def test_an_approved_payment_claims_itself_only_once() -> None:
-    first = decide_payment(BOOKING, booking(), None, payment())
-    retry = decide_payment(BOOKING, booking(status="paid", paymentId="111"), BOOKING, payment())
+    first = decide_payment(BOOKING, booking(), None, payment(), now=NOW)
+    retry = decide_payment(
+        BOOKING, booking(status="paid", paymentId="111"), BOOKING, payment(), now=NOW
+    )
     assert first.claim and not retry.claim
 
 
 def test_a_refund_before_the_event_exists_ends_the_booking_without_a_class() -> None:
     data = booking(status="paid", paymentId="111", paymentStatus="approved")
-    decision = decide_payment(BOOKING, data, BOOKING, payment("refunded"))
+    decision = decide_payment(BOOKING, data, BOOKING, payment("refunded"), now=NOW)
     assert decision.outcome == "payment_refunded"
     assert decision.fields is not None
     assert decision.fields["status"] == BookingStatus.REFUNDED
@@ -229,7 +234,7 @@ def test_a_reversal_of_a_scheduled_class_cancels_its_event(
     status: str, ended: BookingStatus, attention: str | None
 ) -> None:
     data = booking(status="scheduled", paymentId="111", googleEventId="e1", meetLink="m")
-    decision = decide_payment(BOOKING, data, BOOKING, payment(status))
+    decision = decide_payment(BOOKING, data, BOOKING, payment(status), now=NOW)
     assert decision.cancel_event == "e1"
     decision = decision.with_cancelled(ClassEvent.from_event(event(id="e1", status="cancelled")))
     assert decision.fields is not None
@@ -247,7 +252,7 @@ def test_a_repeated_refund_notification_cancels_nothing_twice() -> None:
         googleEventId="e1",
         calendarStatus="cancelled",
     )
-    decision = decide_payment(BOOKING, data, BOOKING, payment("refunded"))
+    decision = decide_payment(BOOKING, data, BOOKING, payment("refunded"), now=NOW)
     assert (decision.outcome, decision.fields, decision.cancel_event) == (
         "booking_refunded",
         None,
@@ -256,7 +261,7 @@ def test_a_repeated_refund_notification_cancels_nothing_twice() -> None:
 
 
 def test_an_expired_voucher_leaves_the_booking_open() -> None:
-    decision = decide_payment(BOOKING, booking(), None, payment("cancelled"))
+    decision = decide_payment(BOOKING, booking(), None, payment("cancelled"), now=NOW)
     assert decision.fields is not None
     assert "status" not in decision.fields
 
@@ -264,7 +269,7 @@ def test_an_expired_voucher_leaves_the_booking_open() -> None:
 def test_refund_during_event_creation_cancels_the_event_the_approval_created() -> None:
     refunded = booking(status="refunded", paymentId="111", paymentStatus="refunded")
     event_id = event_id_for_booking(BOOKING)
-    decision = decide_payment(BOOKING, refunded, BOOKING, payment("refunded"), event_id)
+    decision = decide_payment(BOOKING, refunded, BOOKING, payment("refunded"), event_id, now=NOW)
     assert decision.cancel_event == event_id
     decision = decision.with_cancelled(ClassEvent.from_event(event(status="cancelled")))
     assert decision.fields is not None
@@ -274,7 +279,7 @@ def test_refund_during_event_creation_cancels_the_event_the_approval_created() -
 def test_an_approval_that_lost_to_another_approval_keeps_the_shared_event() -> None:
     event_id = event_id_for_booking(BOOKING)
     scheduled = booking(status="scheduled", paymentId="111", googleEventId=event_id)
-    decision = decide_payment(BOOKING, scheduled, BOOKING, payment(), event_id)
+    decision = decide_payment(BOOKING, scheduled, BOOKING, payment(), event_id, now=NOW)
     assert decision.outcome == "already_scheduled"
     assert not decision.cancel_event
 
@@ -282,16 +287,16 @@ def test_an_approval_that_lost_to_another_approval_keeps_the_shared_event() -> N
 def test_a_partial_refund_keeps_the_class_and_tells_an_admin_once() -> None:
     data = booking(status="scheduled", paymentId="111", googleEventId="e1")
     partly = payment(amount_refunded=Decimal("5000"))
-    first = decide_payment(BOOKING, data, BOOKING, partly)
+    first = decide_payment(BOOKING, data, BOOKING, partly, now=NOW)
     assert first.outcome == "already_scheduled" and not first.cancel_event
     assert first.issue is not None and first.issue.kind == "partial_refund"
     assert first.fields is not None
-    again = decide_payment(BOOKING, {**data, **first.fields}, BOOKING, partly)
+    again = decide_payment(BOOKING, {**data, **first.fields}, BOOKING, partly, now=NOW)
     assert again.issue is None
 
 
 def test_a_created_event_schedules_the_booking_with_its_meet_link() -> None:
-    decision = decide_payment(BOOKING, booking(), None, payment())
+    decision = decide_payment(BOOKING, booking(), None, payment(), now=NOW)
     scheduled = decision.with_event(ClassEvent.from_event(event()))
     assert scheduled.fields is not None
     assert scheduled.fields["status"] == BookingStatus.SCHEDULED
@@ -304,7 +309,7 @@ def test_a_created_event_schedules_the_booking_with_its_meet_link() -> None:
 
 def test_adopting_a_cancelled_event_cancels_the_paid_booking() -> None:
     data = booking(status="paid", paymentId="111", calendarStatus="pending_creation")
-    decision = decide_payment(BOOKING, data, BOOKING, payment())
+    decision = decide_payment(BOOKING, data, BOOKING, payment(), now=NOW)
     cancelled = decision.with_event(ClassEvent.from_event(event(status="cancelled")))
     assert cancelled.fields is not None
     assert cancelled.fields["status"] == BookingStatus.CANCELLED
@@ -315,7 +320,7 @@ def test_a_failed_meet_conference_needs_an_admin() -> None:
     failed = event(
         hangoutLink=None, conferenceData={"createRequest": {"status": {"statusCode": "failure"}}}
     )
-    scheduled = decide_payment(BOOKING, booking(), None, payment()).with_event(
+    scheduled = decide_payment(BOOKING, booking(), None, payment(), now=NOW).with_event(
         ClassEvent.from_event(failed)
     )
     assert scheduled.fields is not None
@@ -329,7 +334,7 @@ def test_a_failed_meet_conference_needs_an_admin() -> None:
 def test_a_paid_booking_without_event_says_why_it_waits(
     status: CalendarStatus, issue: str | None
 ) -> None:
-    decision = decide_payment(BOOKING, booking(), None, payment())
+    decision = decide_payment(BOOKING, booking(), None, payment(), now=NOW)
     waiting = decision.without_event("calendar_rejected", "Google said no", status)
     assert waiting.fields is not None
     assert waiting.fields["status"] == BookingStatus.PAID
@@ -363,7 +368,7 @@ def test_a_paid_booking_without_event_says_why_it_waits(
     ],
 )
 def test_what_reconcile_does_with_a_paid_booking(data: dict[str, Any], outcome: str) -> None:
-    decision = decide_reconcile(BookingValue.from_document(BOOKING, data))
+    decision = decide_reconcile(BookingValue.from_document(BOOKING, data), now=NOW)
     assert decision.outcome == outcome
     assert decision.create_event == (outcome == "scheduled")
 
@@ -505,7 +510,7 @@ def _at(text: str) -> datetime:
 def test_a_reschedule_moves_the_class_in_its_zone() -> None:
     scheduled = value(status="scheduled", googleEventId="e1")
     decision = decide_reschedule(
-        scheduled, _at("2026-12-03T13:00:00+00:00"), _at("2026-12-03T14:00:00+00:00"), []
+        scheduled, _at("2026-12-03T13:00:00+00:00"), _at("2026-12-03T14:00:00+00:00"), [], now=NOW
     )
     assert decision.move_to is not None
     assert decision.fields is not None
@@ -515,7 +520,7 @@ def test_a_reschedule_moves_the_class_in_its_zone() -> None:
 def test_the_same_times_again_change_nothing() -> None:
     scheduled = value(status="scheduled", googleEventId="e1")
     same = decide_reschedule(
-        scheduled, _at("2026-12-01T18:00:00-03:00"), _at("2026-12-01T19:00:00-03:00"), []
+        scheduled, _at("2026-12-01T18:00:00-03:00"), _at("2026-12-01T19:00:00-03:00"), [], now=NOW
     )
     assert (same.outcome, same.fields, same.move_to) == ("unchanged", None, None)
 
@@ -533,7 +538,11 @@ def test_an_overlap_with_the_teachers_other_class_is_a_conflict_naming_it() -> N
     )
     with pytest.raises(Conflict, match="Física"):
         decide_reschedule(
-            scheduled, _at("2026-12-03T10:00:00-03:00"), _at("2026-12-03T11:00:00-03:00"), [other]
+            scheduled,
+            _at("2026-12-03T10:00:00-03:00"),
+            _at("2026-12-03T11:00:00-03:00"),
+            [other],
+            now=NOW,
         )
 
 
@@ -546,7 +555,11 @@ def test_back_to_back_classes_do_not_overlap() -> None:
         ),
     )
     decision = decide_reschedule(
-        scheduled, _at("2026-12-03T10:00:00-03:00"), _at("2026-12-03T11:00:00-03:00"), [other]
+        scheduled,
+        _at("2026-12-03T10:00:00-03:00"),
+        _at("2026-12-03T11:00:00-03:00"),
+        [other],
+        now=NOW,
     )
     assert decision.outcome == "rescheduled"
 
@@ -570,6 +583,7 @@ def test_an_overlap_with_the_teachers_session_names_the_session_not_its_seats() 
             _at("2026-12-10T19:30:00-03:00"),
             [seat],
             [group],
+            now=NOW,
         )
     assert raised.value.details == {"conflictingSessionId": "ses-1"}
 
@@ -581,6 +595,7 @@ def test_only_a_scheduled_class_can_be_moved() -> None:
             _at("2026-12-03T10:00:00-03:00"),
             _at("2026-12-03T11:00:00-03:00"),
             [],
+            now=NOW,
         )
 
 
@@ -606,11 +621,13 @@ def session(capacity: int = 2, **seats: str) -> Session:
 
 
 def seat_payment(**booking_fields: Any) -> Any:
-    return decide_payment(BOOKING, booking(sessionId="ses-1", **booking_fields), None, payment())
+    return decide_payment(
+        BOOKING, booking(sessionId="ses-1", **booking_fields), None, payment(), now=NOW
+    )
 
 
 def test_a_paid_seat_is_held_under_the_sessions_guard() -> None:
-    decision = decide_seat(seat_payment(), session(2, other="joined"), auto_refund=False)
+    decision = decide_seat(seat_payment(), session(2, other="joined"), auto_refund=False, now=NOW)
     assert decision.outcome == "seat_held"
     assert decision.session_fields is not None
     assert decision.session_fields["seatsTaken"] == 2
@@ -621,8 +638,8 @@ def test_a_paid_seat_is_held_under_the_sessions_guard() -> None:
 
 def test_a_seat_of_a_full_session_is_over_capacity_and_refunded_if_configured() -> None:
     full = session(1, other="joined")
-    kept = decide_seat(seat_payment(), full, auto_refund=False)
-    refunded = decide_seat(seat_payment(), full, auto_refund=True)
+    kept = decide_seat(seat_payment(), full, auto_refund=False, now=NOW)
+    refunded = decide_seat(seat_payment(), full, auto_refund=True, now=NOW)
     assert kept.fields is not None and kept.fields["status"] == BookingStatus.OVER_CAPACITY
     assert kept.issue is not None and kept.issue.kind == "over_capacity"
     assert (kept.refund, refunded.refund) == (False, True)
@@ -630,14 +647,16 @@ def test_a_seat_of_a_full_session_is_over_capacity_and_refunded_if_configured() 
 
 
 def test_a_seat_already_held_is_not_counted_twice() -> None:
-    decision = decide_seat(seat_payment(), session(1, **{BOOKING: "held"}), auto_refund=False)
+    decision = decide_seat(
+        seat_payment(), session(1, **{BOOKING: "held"}), auto_refund=False, now=NOW
+    )
     assert decision.session_fields is None
     assert decision.join_session == "ses-1"
 
 
 def test_a_refunded_seat_leaves_the_event_and_frees_its_place() -> None:
     data = booking(sessionId="ses-1", status="scheduled", paymentId="111", googleEventId="evt")
-    reversed_ = decide_payment(BOOKING, data, BOOKING, payment("refunded"))
+    reversed_ = decide_payment(BOOKING, data, BOOKING, payment("refunded"), now=NOW)
     assert reversed_.leave_session == "ses-1" and not reversed_.cancel_event
     left = decide_leave(reversed_, session(2, **{BOOKING: "joined", "other": "joined"}))
     assert left.session_fields is not None
@@ -668,7 +687,7 @@ def test_a_seat_moves_only_with_its_session() -> None:
     seat = value(status="scheduled", googleEventId="evt", sessionId="ses-1")
     with pytest.raises(Conflict, match="session"):
         decide_reschedule(
-            seat, _at("2026-12-11T18:00:00-03:00"), _at("2026-12-11T19:00:00-03:00"), []
+            seat, _at("2026-12-11T18:00:00-03:00"), _at("2026-12-11T19:00:00-03:00"), [], now=NOW
         )
 
 
@@ -683,7 +702,7 @@ def test_a_refund_whose_event_cancel_reached_the_sync_first_ends_the_booking_ref
         paymentStatus="approved",
         googleEventId="e1",
     )
-    decision = decide_payment(BOOKING, seen_by_sync, BOOKING, payment("refunded"))
+    decision = decide_payment(BOOKING, seen_by_sync, BOOKING, payment("refunded"), now=NOW)
     assert decision.fields is not None
     assert decision.fields["status"] == BookingStatus.REFUNDED
     assert decision.fields["needsAttention"] is REMOVE
@@ -694,7 +713,7 @@ def test_the_refund_of_a_class_an_admin_cancelled_keeps_it_cancelled() -> None:
     by_admin = booking(
         status="cancelled", calendarStatus="cancelled", paymentId="111", paymentStatus="approved"
     )
-    decision = decide_payment(BOOKING, by_admin, BOOKING, payment("refunded"))
+    decision = decide_payment(BOOKING, by_admin, BOOKING, payment("refunded"), now=NOW)
     assert decision.fields is not None
     assert "status" not in decision.fields
     assert decision.fields["paymentStatus"] == "refunded"
@@ -773,3 +792,138 @@ def test_a_seat_keeps_only_its_own_peoples_answers() -> None:
         "ana@example.com": "accepted",
         "luis@example.com": "accepted",
     }
+
+
+# -- late approvals: a class that has begun is never scheduled -----------------------------------
+
+CLASS_START = datetime(2026, 12, 1, 21, 0, tzinfo=UTC)  # 18:00 in Buenos Aires
+
+
+def _late(decision: Any, auto_refund: bool = False) -> None:
+    assert decision.outcome == "paid_late"
+    assert not decision.create_event and not decision.join_session and not decision.cancel_event
+    assert decision.fields["status"] == BookingStatus.PAID_LATE
+    assert decision.fields["calendarStatus"] == CalendarStatus.TOO_LATE
+    assert decision.fields["needsAttention"] == "late_payment"
+    assert decision.issue is not None and decision.issue.kind == "late_payment"
+    assert decision.refund is auto_refund
+
+
+def test_a_payment_approved_the_day_after_its_class_schedules_nothing() -> None:
+    approved = "2026-12-02T10:00:00.000-04:00"
+    decision = decide_payment(
+        BOOKING,
+        booking(),
+        None,
+        payment(date_approved=approved),
+        now=CLASS_START + timedelta(days=1, hours=1),
+    )
+    _late(decision)
+    assert decision.claim  # the payment still belongs to this booking alone
+    assert decision.issue is not None
+    assert decision.issue.details == {
+        "bookingId": BOOKING,
+        "classStart": "2026-12-01T18:00:00-03:00",
+        "classEnd": "2026-12-01T19:00:00-03:00",
+        "approvedAt": "2026-12-02T11:00:00-03:00",
+        "decidedAt": "2026-12-02T19:00:00-03:00",
+    }
+
+
+def test_a_payment_approved_ten_minutes_into_the_class_schedules_nothing() -> None:
+    ten_in = CLASS_START + timedelta(minutes=10)
+    decision = decide_payment(
+        BOOKING, booking(), None, payment(date_approved=ten_in.isoformat()), now=ten_in
+    )
+    _late(decision)
+
+
+def test_a_payment_approved_a_minute_before_the_class_is_scheduled_unless_the_margin_says() -> None:
+    minute_before = CLASS_START - timedelta(minutes=1)
+    on_time = decide_payment(BOOKING, booking(), None, payment(), now=minute_before)
+    margin = LatePolicy(margin=timedelta(minutes=15))
+    too_close = decide_payment(BOOKING, booking(), None, payment(), now=minute_before, late=margin)
+    assert on_time.outcome == "scheduled" and on_time.create_event
+    _late(too_close)
+
+
+def test_an_approval_stamped_after_the_class_is_late_even_if_our_clock_lags() -> None:
+    stamped_late = (CLASS_START + timedelta(minutes=5)).isoformat()
+    decision = decide_payment(
+        BOOKING,
+        booking(),
+        None,
+        payment(date_approved=stamped_late),
+        now=CLASS_START - timedelta(minutes=1),
+    )
+    _late(decision)
+
+
+def test_a_late_payment_is_refunded_when_configured_and_again_on_redelivery() -> None:
+    auto = LatePolicy(auto_refund=True)
+    after = CLASS_START + timedelta(hours=2)
+    first = decide_payment(BOOKING, booking(), None, payment(), now=after, late=auto)
+    _late(first, auto_refund=True)
+    assert first.fields is not None
+    again = decide_payment(
+        BOOKING,
+        {**booking(), **first.fields, "paymentId": "111"},
+        BOOKING,
+        payment(),
+        now=after,
+        late=auto,
+    )
+    assert again.outcome == "already_paid_late" and not again.create_event
+    assert again.refund  # the same idempotency key: Mercado Pago refunds once
+
+
+def test_the_refund_of_a_late_payment_ends_the_booking_without_a_calendar_call() -> None:
+    late = booking(status="paid_late", paymentId="111", calendarStatus="too_late")
+    decision = decide_payment(
+        BOOKING, late, BOOKING, payment("refunded"), now=CLASS_START + timedelta(days=2)
+    )
+    assert decision.fields is not None and decision.fields["status"] == BookingStatus.REFUNDED
+    assert not decision.cancel_event
+
+
+def test_a_late_seat_takes_no_seat() -> None:
+    session_start = datetime(2026, 12, 10, 21, 0, tzinfo=UTC)
+    decision = decide_seat(
+        seat_payment(), session(2), auto_refund=False, now=session_start + timedelta(minutes=1)
+    )
+    _late(decision)
+    assert decision.session_fields is None
+    assert decision.issue is not None and decision.issue.details["sessionId"] == "ses-1"
+
+
+def test_reconcile_reports_a_paid_class_that_has_begun_instead_of_creating_it() -> None:
+    data = booking(
+        status="paid", paymentId="111", paymentStatus="approved", calendarStatus="pending_creation"
+    )
+    waiting = BookingValue.from_document(BOOKING, data)
+    before = decide_reconcile(waiting, now=CLASS_START - timedelta(hours=1))
+    after = decide_reconcile(waiting, now=CLASS_START + timedelta(minutes=30))
+    assert before.create_event
+    _late(after)
+
+
+def test_reconcile_cancels_an_event_it_created_before_finding_the_class_begun() -> None:
+    data = booking(
+        status="paid", paymentId="111", paymentStatus="approved", calendarStatus="pending_creation"
+    )
+    waiting = BookingValue.from_document(BOOKING, data)
+    decision = decide_reconcile(waiting, "evt-made", now=CLASS_START + timedelta(minutes=1))
+    assert decision.outcome == "paid_late" and decision.cancel_event == "evt-made"
+
+
+def test_a_class_cannot_be_rescheduled_to_a_time_that_has_begun() -> None:
+    scheduled = value(status="scheduled", googleEventId="evt")
+    with pytest.raises(InvalidRequest) as refused:
+        decide_reschedule(
+            scheduled,
+            _at("2026-11-29T10:00:00-03:00"),
+            _at("2026-11-29T11:00:00-03:00"),
+            [],
+            now=NOW,
+        )
+    assert refused.value.details.get("parameter") == "start"
