@@ -48,7 +48,14 @@ check_prerequisites() {
 # The admin console's browser tests drive Debian's Chromium through Playwright's
 # executable_path; Playwright's own browser download is never used (it cannot work here).
 check_chromium() {
-  command -v chromium >/dev/null || die "Chromium is missing: install the Debian package chromium (apt-get install chromium); the admin console's browser tests need it."
+  command -v chromium >/dev/null && return
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "dev.sh: installing Debian's chromium for the admin console's browser tests." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+      || die "could not install chromium with apt-get; run: apt-get update && apt-get install -y chromium"
+    return
+  fi
+  die "Chromium is missing: run 'sudo apt-get install chromium' (Debian's package; the admin console's browser tests need it)."
 }
 
 # A venv in $1 running exactly $PYTHON: one made by another interpreter (Python 3.11 before the

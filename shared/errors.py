@@ -219,6 +219,8 @@ def http_answer(error: PlatformError, *, webhook: bool = False) -> HttpAnswer:
     or malformed delivery must be visible as such.
     """
     body: dict[str, Any] = {"error": {"code": error.code, "message": error.message}}
+    if isinstance(error, RequestError) and isinstance(error.details.get("parameter"), str):
+        body["error"]["parameter"] = error.details["parameter"]  # the field to correct
     if error.retry:
         # A queue (Cloud Tasks) backs off harder on 429; webhook senders only know "not 2xx".
         status = 429 if isinstance(error, RateLimited) and not webhook else 503

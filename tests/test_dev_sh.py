@@ -103,3 +103,27 @@ def test_the_suite_names_chromium_when_it_is_missing(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "Chromium is missing" in result.stderr
     assert "apt-get install chromium" in result.stderr
+
+
+def test_the_suite_installs_chromium_with_apt_get_as_root(tmp_path: Path) -> None:
+    """As root with apt-get (a fresh Debian machine, CI), `test` installs Chromium itself."""
+    path = _path_with(tmp_path, PYTHON, "java", "gcloud", "ls")
+    asked = tmp_path / "apt-get.log"
+    fakes = {
+        "id": "#!/bin/sh\necho 0\n",
+        # Records what it was asked, then fails: the suite must not go on to run for real.
+        "apt-get": f'#!/bin/sh\necho "$@" >> {asked}\n[ "$1" = update ] || exit 100\n',
+    }
+    for name, script in fakes.items():
+        fake = Path(path) / name
+        fake.write_text(script)
+        fake.chmod(0o755)
+    env = {**os.environ, "PATH": path, "HOME": str(tmp_path), "PYENV_ROOT": str(tmp_path / "p")}
+
+    result = subprocess.run(
+        ["bash", str(ROOT / "dev.sh"), "test"], env=env, capture_output=True, text=True, timeout=30
+    )
+
+    assert asked.read_text().splitlines() == ["update -qq", "install -y -qq chromium"]
+    assert result.returncode != 0
+    assert "could not install chromium" in result.stderr
