@@ -6,7 +6,7 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import pytest
@@ -14,6 +14,7 @@ import requests
 from google.cloud import firestore
 
 from devstack.client import TIME_ZONE, StackClient
+from devstack.when import CLASS_DAYS_AHEAD, at, iso
 from shared import sync
 from shared.clients import reset_clients
 
@@ -21,6 +22,8 @@ pytestmark = pytest.mark.usefixtures("stack")
 
 T = TypeVar("T")
 SCHEDULER = "renewal-scheduler@demo-virtual-classes.iam.gserviceaccount.com"
+SEEDED_START = iso(CLASS_DAYS_AHEAD, 18)
+"""When the class of `client.seed_booking` starts; it ends an hour later."""
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -206,8 +209,8 @@ def test_renewal_replaces_the_channel_and_stops_the_old_one(
     assert stored_old is not None and stored_old["state"] == "stopped"
     assert push(client, old).status_code == 404
     delivered = len(deliveries(client))
-    move(client, event_id, "2026-12-03T09:00:00-03:00", "2026-12-03T10:00:00-03:00")
-    wait_for(lambda: client.booking(booking_id)["start"] == "2026-12-03T09:00:00-03:00")
+    move(client, event_id, iso(9, 9), iso(9, 10))
+    wait_for(lambda: client.booking(booking_id)["start"] == iso(9, 9))
     assert [(d["channelId"], d["status"]) for d in deliveries(client)[delivered:]] == [
         (new["id"], 200)
     ]
@@ -277,18 +280,18 @@ def test_moving_the_event_moves_the_booking(client: StackClient, watched: dict[s
     booking_id, event_id = schedule(client)
     meet_link = client.booking(booking_id)["meetLink"]
 
-    moved = move(client, event_id, "2026-12-02T07:30:00-06:00", "2026-12-02T08:30:00-06:00")
+    utc_minus_6 = timezone(timedelta(hours=-6))
+    start, end = at(8, 10, 30).astimezone(utc_minus_6), at(8, 11, 30).astimezone(utc_minus_6)
+    moved = move(client, event_id, start.isoformat(), end.isoformat())  # ...T07:30:00-06:00
 
-    booking = wait_for(
-        lambda: (b := client.booking(booking_id))["start"] != "2026-12-01T18:00:00-03:00" and b
-    )
-    assert booking["start"] == "2026-12-02T10:30:00-03:00"  # in Buenos Aires time
-    assert booking["end"] == "2026-12-02T11:30:00-03:00"
+    booking = wait_for(lambda: (b := client.booking(booking_id))["start"] != SEEDED_START and b)
+    assert booking["start"] == iso(8, 10, 30)  # in Buenos Aires time
+    assert booking["end"] == iso(8, 11, 30)
     assert booking["status"] == "scheduled"
     assert booking["meetLink"] == meet_link == moved["hangoutLink"]
     [change] = calendar_changes(client, booking_id)
     assert change["kinds"] == ["moved"]
-    assert change["previousStart"] == "2026-12-01T18:00:00-03:00"
+    assert change["previousStart"] == SEEDED_START
 
 
 def test_attendee_responses_are_recorded(client: StackClient, watched: dict[str, Any]) -> None:
@@ -373,9 +376,9 @@ def test_stale_sync_token_triggers_a_full_resync(
     stale = wait_for(lambda: sync_settled(client))["syncToken"]
     requests.post(f"{calendar_control(client)}/expire-sync-tokens", timeout=10)
 
-    move(client, event_id, "2026-12-04T18:00:00-03:00", "2026-12-04T19:00:00-03:00")
+    move(client, event_id, iso(10, 18), iso(10, 19))
 
-    wait_for(lambda: client.booking(booking_id)["start"] == "2026-12-04T18:00:00-03:00")
+    wait_for(lambda: client.booking(booking_id)["start"] == iso(10, 18))
     state = wait_for(lambda: sync_settled(client))
     assert state["syncToken"] != stale
     assert state.get("lastFullSyncAt")
@@ -406,7 +409,7 @@ def test_twenty_concurrent_notifications_apply_each_change_once(
     client.reset_stats("calendar")
     try:
         for _, event_id in scheduled:
-            move(client, event_id, "2026-12-05T18:00:00-03:00", "2026-12-05T19:00:00-03:00")
+            move(client, event_id, iso(11, 18), iso(11, 19))
         with concurrent.futures.ThreadPoolExecutor(20) as pool:
             answers = list(pool.map(lambda _: push(client, watched), range(20)))
         state = wait_for(lambda: sync_settled(client))
@@ -417,7 +420,7 @@ def test_twenty_concurrent_notifications_apply_each_change_once(
     assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
     assert {a.json()["outcome"] for a in answers} <= {"synced", "queued", "deferred"}
     for booking_id, _ in scheduled:
-        assert client.booking(booking_id)["start"] == "2026-12-05T18:00:00-03:00"
+        assert client.booking(booking_id)["start"] == iso(11, 18)
         assert [c["kinds"] for c in calendar_changes(client, booking_id)] == [["moved"]]
     generations = [g for g, _ in observed]
     assert generations == sorted(generations), "the stored token went back"
@@ -448,12 +451,12 @@ def test_a_burst_of_changes_is_listed_at_the_sync_pace_and_its_last_change_lands
             calendarId=client.doc["calendar_id"],
             body={
                 "summary": f"Otra clase {index}",
-                "start": {"dateTime": "2026-12-07T10:00:00-03:00", "timeZone": TIME_ZONE},
-                "end": {"dateTime": "2026-12-07T11:00:00-03:00", "timeZone": TIME_ZONE},
+                "start": {"dateTime": iso(13, 10), "timeZone": TIME_ZONE},
+                "end": {"dateTime": iso(13, 11), "timeZone": TIME_ZONE},
             },
         ).execute()
-    move(client, event_id, "2026-12-08T18:00:00-03:00", "2026-12-08T19:00:00-03:00")
-    wait_for(lambda: client.booking(booking_id)["start"] == "2026-12-08T18:00:00-03:00", 15)
+    move(client, event_id, iso(14, 18), iso(14, 19))
+    wait_for(lambda: client.booking(booking_id)["start"] == iso(14, 18), 15)
     state = wait_for(lambda: sync_settled(client), 15)
 
     assert {d["status"] for d in deliveries(client)} == {200}
@@ -478,9 +481,9 @@ def test_when_the_sync_queue_refuses_a_round_the_push_syncs_at_once(
     rounds_before = len(sync_rounds_run(client))  # a round deferred before this test's pace
     client.set_faults("cloudtasks", {"rules": [{"method": "POST", "status": 503}]})
 
-    move(client, event_id, "2026-12-09T18:00:00-03:00", "2026-12-09T19:00:00-03:00")
+    move(client, event_id, iso(15, 18), iso(15, 19))
 
-    wait_for(lambda: client.booking(booking_id)["start"] == "2026-12-09T18:00:00-03:00")
+    wait_for(lambda: client.booking(booking_id)["start"] == iso(15, 18))
     assert {d["status"] for d in deliveries(client)} == {200}
     assert len(sync_rounds_run(client)) == rounds_before  # the push synced itself
 
@@ -513,8 +516,8 @@ def test_event_without_booking_id_changes_nothing(
         calendarId=client.doc["calendar_id"],
         body={
             "summary": "Reunión de docentes",
-            "start": {"dateTime": "2026-12-01T18:00:00-03:00", "timeZone": TIME_ZONE},
-            "end": {"dateTime": "2026-12-01T19:00:00-03:00", "timeZone": TIME_ZONE},
+            "start": {"dateTime": SEEDED_START, "timeZone": TIME_ZONE},
+            "end": {"dateTime": iso(CLASS_DAYS_AHEAD, 19), "timeZone": TIME_ZONE},
             "attendees": [{"email": "juan.perez@example.com", "responseStatus": "declined"}],
         },
     ).execute()

@@ -7,9 +7,8 @@ import concurrent.futures
 import json
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import icalendar
 import jwt as pyjwt
@@ -20,6 +19,7 @@ from google.api_core import exceptions as gexc
 
 from devstack.client import StackClient
 from devstack.instrument import firestore_rpcs
+from devstack.when import BASE_DAY, CLASS_DAYS_AHEAD, ZONE, at, day, iso, wall
 from shared import listing
 from shared.bookings import Booking, event_id_for_booking
 from shared.calendar import class_event_body
@@ -27,12 +27,26 @@ from shared.clients import firestore_client, reset_clients
 
 pytestmark = pytest.mark.usefixtures("stack")
 
-ZONE = ZoneInfo("America/Argentina/Buenos_Aires")
-DAY = datetime(2026, 12, 1, tzinfo=ZONE)
-WINDOW = {"from": "2026-12-01T00:00:00-03:00", "to": "2026-12-08T00:00:00-03:00"}
+DAYS = CLASS_DAYS_AHEAD
+"""The tests' class day, this many days ahead: DAY is its midnight in Buenos Aires."""
+DAY = at(DAYS, 0)
+WINDOW = {"from": iso(DAYS, 0), "to": iso(DAYS + 7, 0)}
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _next_july_15() -> int:
+    """Days from the base day to the next 15 July: Argentine winter."""
+    july = BASE_DAY.replace(month=7, day=15)
+    if july <= BASE_DAY:
+        july = july.replace(year=july.year + 1)
+    return (july - BASE_DAY).days
+
+
+def _utc(moment: datetime) -> str:
+    """`moment` in UTC, written with a Z: `...T01:30:00Z`."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _url(client: StackClient) -> str:
@@ -269,12 +283,12 @@ def test_only_get_is_allowed(client: StackClient) -> None:
 @pytest.mark.parametrize(
     ("params", "named"),
     [
-        ({"from": "2026-12-01"}, "from"),
-        ({"from": "2026-12-01T10:00:00"}, "from"),
+        ({"from": day(DAYS).isoformat()}, "from"),  # a date without a time
+        ({"from": wall(DAYS, 10)}, "from"),  # no offset
         ({"from": "tomorrow"}, "from"),
-        ({"to": "2026-13-01T10:00:00-03:00"}, "to"),
-        ({"from": "2026-12-02T00:00:00-03:00", "to": "2026-12-01T00:00:00-03:00"}, "to"),
-        ({"from": "2026-12-01T00:00:00-03:00", "to": "2026-12-01T00:00:00-03:00"}, "to"),
+        ({"to": f"{day(DAYS):%Y}-13-01T10:00:00-03:00"}, "to"),  # no 13th month
+        ({"from": iso(DAYS + 1, 0), "to": iso(DAYS, 0)}, "to"),
+        ({"from": iso(DAYS, 0), "to": iso(DAYS, 0)}, "to"),
         ({"limit": "0"}, "limit"),
         ({"limit": "251"}, "limit"),
         ({"limit": "ten"}, "limit"),
@@ -307,13 +321,13 @@ def test_unencoded_plus_in_an_offset_is_understood(client: StackClient) -> None:
     _class(client, DAY.replace(hour=10))
 
     response = requests.get(
-        _url(client) + "?from=2026-12-01T12:00:00+03:00&to=2026-12-02T00:00:00-03:00",
+        _url(client) + f"?from={wall(DAYS, 12)}+03:00&to={iso(DAYS + 1, 0)}",
         headers=_api_key(client),
         timeout=10,
     )
 
     assert response.status_code == 200, response.text
-    assert response.json()["from"] == "2026-12-01T06:00:00-03:00"
+    assert response.json()["from"] == iso(DAYS, 6)
     assert len(response.json()["events"]) == 1
 
 
@@ -393,24 +407,26 @@ def test_attendee_response_status_is_shown(client: StackClient) -> None:
 
 def test_times_are_buenos_aires_time_across_the_utc_date_boundary(client: StackClient) -> None:
     # 22:30 in Buenos Aires is 01:30 UTC of the next day; the event is stored in UTC.
-    late_id = _plain_event(client, datetime.fromisoformat("2026-12-02T01:30:00+00:00"), "Tarde")
-    early_next_day = _plain_event(client, datetime.fromisoformat("2026-12-02T03:30:00Z"))
-    winter = _plain_event(client, datetime.fromisoformat("2026-07-15T21:00:00Z"), "Invierno")
+    late_id = _plain_event(client, at(DAYS, 22, 30).astimezone(UTC), "Tarde")
+    early_next_day = _plain_event(client, at(DAYS + 1, 0, 30).astimezone(UTC))
+    july_15 = _next_july_15()
+    winter = _plain_event(client, at(july_15, 18).astimezone(UTC), "Invierno")
 
-    argentine_day = _list(
-        client, **{"from": "2026-12-01T00:00:00-03:00", "to": "2026-12-02T00:00:00-03:00"}
-    ).json()
-    july = _list(client, **{"from": "2026-07-15T00:00:00Z", "to": "2026-07-16T00:00:00Z"}).json()
+    argentine_day = _list(client, **{"from": iso(DAYS, 0), "to": iso(DAYS + 1, 0)}).json()
+    # 15 July from midnight to midnight UTC: 21:00 the day before in Buenos Aires.
+    july_window = {"from": _utc(at(july_15 - 1, 21)), "to": _utc(at(july_15, 21))}
+    july = _list(client, **july_window).json()
 
     [late] = argentine_day["events"]
     assert late["id"] == late_id != early_next_day
-    assert late["start"] == "2026-12-01T22:30:00-03:00"
-    assert late["end"] == "2026-12-01T23:30:00-03:00"
+    assert late["start"] == iso(DAYS, 22, 30)
+    assert late["end"] == iso(DAYS, 23, 30)
     [july_event] = july["events"]
     assert july_event["id"] == winter
     # No daylight saving in Argentina: the offset is -03:00 in summer and in winter alike.
-    assert july_event["start"] == "2026-07-15T18:00:00-03:00"
-    assert july["from"] == "2026-07-14T21:00:00-03:00"
+    assert july_event["start"] == iso(july_15, 18)
+    assert july_event["start"].endswith("T18:00:00-03:00")
+    assert july["from"] == iso(july_15 - 1, 21)
 
 
 def test_three_pages_list_every_event_once_in_order(client: StackClient) -> None:
@@ -448,7 +464,7 @@ def test_page_token_of_another_window_is_a_400(client: StackClient) -> None:
         _class(client, DAY + timedelta(hours=9 + n))
     token = _list(client, **WINDOW, limit="1").json()["nextPageToken"]
 
-    response = _list(client, pageToken=token, **{**WINDOW, "to": "2026-12-09T00:00:00-03:00"})
+    response = _list(client, pageToken=token, **{**WINDOW, "to": iso(DAYS + 8, 0)})
 
     assert response.status_code == 400
     assert "pageToken" in response.json()["error"]["message"]
@@ -490,7 +506,7 @@ def _crafted_token(**fields: str) -> str:
     [
         _crafted_token(f="0001-01-01T00:00:00+14:00"),
         _crafted_token(t="9999-12-31T23:59:59-14:00"),
-        _crafted_token(f="2026-12-01T00:00:00"),  # no offset
+        _crafted_token(f=wall(DAYS, 0)),  # no offset
         base64.urlsafe_b64encode(b"[" * 3000).decode(),
         "A" * 5000,
     ],
@@ -615,7 +631,7 @@ def test_a_failed_read_ahead_still_answers_with_every_booking(client: StackClien
 
 
 def test_ics_feed_parses_back_with_the_same_classes(client: StackClient) -> None:
-    late = _class(client, datetime.fromisoformat("2026-12-01T22:30:00-03:00"))
+    late = _class(client, DAY.replace(hour=22, minute=30))
     early = _class(client, DAY.replace(hour=9))
     _plain_event(client, DAY.replace(hour=12))
 
@@ -632,7 +648,7 @@ def test_ics_feed_parses_back_with_the_same_classes(client: StackClient) -> None
         "Álgebra I con Ana Gómez",
     ]
     last = events[-1]
-    assert last.decoded("DTSTART") == datetime(2026, 12, 1, 22, 30, tzinfo=ZONE)
+    assert last.decoded("DTSTART") == at(DAYS, 22, 30)
     assert last["DTSTART"].params["TZID"] == "America/Argentina/Buenos_Aires"
     assert str(last["UID"]).startswith(event_id_for_booking(late))
     assert str(last["LOCATION"]).startswith("https://meet.google.com/")
@@ -754,13 +770,13 @@ def test_public_listing_shows_title_and_times_only(client: StackClient) -> None:
     assert body["events"] == [
         {
             "summary": "Álgebra I con Ana Gómez",
-            "start": "2026-12-01T18:00:00-03:00",
-            "end": "2026-12-01T19:00:00-03:00",
+            "start": iso(DAYS, 18),
+            "end": iso(DAYS, 19),
         },
         {
             "summary": "Taller abierto",
-            "start": "2026-12-01T20:00:00-03:00",
-            "end": "2026-12-01T21:00:00-03:00",
+            "start": iso(DAYS, 20),
+            "end": iso(DAYS, 21),
         },
     ]
     assert "@" not in response.text

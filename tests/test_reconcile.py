@@ -8,8 +8,13 @@ import pytest
 import requests
 
 from devstack.client import StackClient
+from devstack.when import CLASS_DAYS_AHEAD, iso
 from shared.reconcile import sweep
 from shared.upstream import Deadline
+
+# The seeded booking's class (client.seed_booking), as its Calendar event says it.
+CLASS_START = iso(CLASS_DAYS_AHEAD, 18)
+CLASS_END = iso(CLASS_DAYS_AHEAD, 19)
 
 
 def _paid_without_event(client: StackClient, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -108,8 +113,8 @@ def test_reconcile_adopting_a_cancelled_event_cancels_the_booking(
     body = {
         "id": event_id_for_booking(booking_id),
         "summary": "created, then deleted by a teacher",
-        "start": {"dateTime": "2026-12-01T18:00:00-03:00"},
-        "end": {"dateTime": "2026-12-01T19:00:00-03:00"},
+        "start": {"dateTime": CLASS_START},
+        "end": {"dateTime": CLASS_END},
         "extendedProperties": {"private": {"bookingId": booking_id}},
     }
     events.insert(calendarId=calendar_id, body=body).execute()
@@ -194,8 +199,8 @@ def test_an_event_whose_booking_is_refunded_or_missing_is_cancelled(client: Stac
             body={
                 "id": event_id_for_booking(booking_id),
                 "summary": "a class nobody should attend",
-                "start": {"dateTime": "2026-12-01T18:00:00-03:00"},
-                "end": {"dateTime": "2026-12-01T19:00:00-03:00"},
+                "start": {"dateTime": CLASS_START},
+                "end": {"dateTime": CLASS_END},
                 "extendedProperties": {"private": {"bookingId": booking_id}},
             },
         ).execute()
@@ -208,12 +213,10 @@ def test_an_event_whose_booking_is_refunded_or_missing_is_cancelled(client: Stac
 
 
 def test_a_scheduled_class_whose_event_is_gone_is_flagged_for_admins(client: StackClient) -> None:
-    booking_id = client.seed_booking(
+    booking_id = client.seed_booking(  # its class is upcoming: CLASS_START
         status="scheduled",
         googleEventId="nosucheventinthecalendar",
         calendarStatus="confirmed",
-        end="2099-01-01T19:00:00-03:00",
-        start="2099-01-01T18:00:00-03:00",
     )
 
     run = sweep(Deadline(20))
