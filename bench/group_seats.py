@@ -27,9 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.payment_webhook import signed_delivery
 from devstack.client import StackClient
 from devstack.stack import LocalStack
+from devstack.when import iso
 from shared.bookings import event_id_for_session
 
 SEATS = 30
+SESSION_START = iso(16, 18)
+"""Every round's session, 16 days from today: a class that has not happened yet."""
+SESSION_END = iso(16, 19, 30)
 
 
 def _new_session(client: StackClient, tag: str) -> str:
@@ -39,8 +43,8 @@ def _new_session(client: StackClient, tag: str) -> str:
             "title": f"Bench {tag}",
             # A teacher per round: one teacher cannot teach two sessions at once.
             "teacher": {"name": "Ana Gómez", "email": f"docente-{tag}@example.com"},
-            "start": "2026-12-10T18:00:00-03:00",
-            "end": "2026-12-10T19:30:00-03:00",
+            "start": SESSION_START,
+            "end": SESSION_END,
             "capacity": SEATS,
             "price": {"amount": 15000, "currency": "ARS"},
         },
@@ -66,8 +70,8 @@ def seat_round(client: StackClient, tag: str) -> dict[str, Any]:
         booking_id = client.seed_booking(
             sessionId=session_id,
             student={"name": f"Estudiante {n}", "email": f"e{n}-{tag}@example.com"},
-            start="2026-12-10T18:00:00-03:00",
-            end="2026-12-10T19:30:00-03:00",
+            start=SESSION_START,
+            end=SESSION_END,
         )
         payments.append(str(client.create_payment(booking_id)["id"]))
     calendar_control = client.doc["emulators"]["calendar"].split("/calendar/v3/")[0]

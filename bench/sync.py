@@ -23,23 +23,24 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devstack.client import TIME_ZONE, StackClient  # noqa: E402
+from devstack.client import StackClient  # noqa: E402
 from devstack.stack import LocalStack  # noqa: E402
+from devstack.when import CLASS_DAYS_AHEAD, ZONE, at  # noqa: E402
 from shared.bookings import event_id_for_booking  # noqa: E402
 from shared.calendar import calendar_api  # noqa: E402
 from shared.clients import reset_clients  # noqa: E402
+from shared.clock import TIME_ZONE  # noqa: E402
 from shared.sync import PAGE_SIZE, request_sync, sync_ref  # noqa: E402
 from shared.upstream import Deadline  # noqa: E402
 
-ZONE = ZoneInfo(TIME_ZONE)
-FIRST_CLASS = datetime(2026, 12, 1, 8, 0, tzinfo=ZONE)
+FIRST_CLASS = at(CLASS_DAYS_AHEAD, 8)
+"""The first seeded class, in 7 days at 08:00; the rest follow it, 24 a day."""
 
 
 def class_start(index: int) -> datetime:
@@ -60,7 +61,7 @@ def seed(stack_client: StackClient, total: int) -> list[tuple[str, str]]:
     bookings = stack_client.db.collection("bookings")
     events = stack_client.calendar.events()
     calendar_id = stack_client.doc["calendar_id"]
-    seeded = []
+    seeded: list[tuple[str, str]] = []
     batch = stack_client.db.batch()
     for index in range(total):
         booking_id = f"bench-{index:05d}"

@@ -6,7 +6,15 @@ import time
 from typing import Any
 
 from devstack.client import StackClient
+from devstack.when import CLASS_DAYS_AHEAD, at, iso
 from shared.bookings import event_id_for_session
+
+CLASS_START = at(CLASS_DAYS_AHEAD, 18)
+"""The seeded booking's class (`StackClient.seed_booking`): in 7 days, 18:00-19:00."""
+CLASS_END = at(CLASS_DAYS_AHEAD, 19)
+GROUP_START = iso(CLASS_DAYS_AHEAD + 2, 19)
+"""The group session, two days after the seeded class."""
+GROUP_END = iso(CLASS_DAYS_AHEAD + 2, 20)
 
 
 def run_demo(document: dict[str, Any]) -> dict[str, Any]:
@@ -20,7 +28,10 @@ def run_demo(document: dict[str, Any]) -> dict[str, Any]:
         {"title": "Álgebra I", "teacherId": "t-ana", "price": {"amount": 15000, "currency": "ARS"}}
     )
     say(f"1. Seeded teacher Ana Gómez, class 'Álgebra I' and booking {booking_id}")
-    say("   (awaiting payment, 15000 ARS, 2026-12-01 18:00-19:00 Buenos Aires).")
+    say(
+        f"   (awaiting payment, 15000 ARS, {CLASS_START:%Y-%m-%d %H:%M}-{CLASS_END:%H:%M}"
+        " Buenos Aires)."
+    )
 
     payment = client.create_payment(booking_id)
     say(f"2. Mercado Pago approved payment {payment['id']} for the booking.")
@@ -61,7 +72,7 @@ def run_demo(document: dict[str, Any]) -> dict[str, Any]:
 
     listed = client.http.get(
         document["functions"]["list_events"],
-        params={"from": "2026-12-01T00:00:00-03:00", "to": "2026-12-02T00:00:00-03:00"},
+        params={"from": iso(CLASS_DAYS_AHEAD, 0), "to": iso(CLASS_DAYS_AHEAD + 1, 0)},
         headers={"X-API-Key": document["secrets"]["admin_api_key"]},
         timeout=30,
     )
@@ -110,7 +121,9 @@ def run_demo(document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-MOVED_START = "2026-12-01T19:00:00-03:00"
+MOVED_START = iso(CLASS_DAYS_AHEAD, 19)
+"""The seeded class, moved one hour later by the teacher in Google Calendar."""
+MOVED_END = iso(CLASS_DAYS_AHEAD, 20)
 
 
 def _group_class(client: StackClient, document: dict[str, Any], say: Any) -> dict[str, Any]:
@@ -120,8 +133,8 @@ def _group_class(client: StackClient, document: dict[str, Any], say: Any) -> dic
         json={
             "title": "Conversación en inglés",
             "teacher": {"name": "Ana Gómez", "email": "ana.gomez@example.com"},
-            "start": "2026-12-03T19:00:00-03:00",
-            "end": "2026-12-03T20:00:00-03:00",
+            "start": GROUP_START,
+            "end": GROUP_END,
             "capacity": 3,
             "price": {"amount": 15000, "currency": "ARS"},
         },
@@ -139,8 +152,8 @@ def _group_class(client: StackClient, document: dict[str, Any], say: Any) -> dic
         booking_id = client.seed_booking(
             sessionId=session_id,
             student={"name": name, "email": f"alumno{n}@example.com"},
-            start="2026-12-03T19:00:00-03:00",
-            end="2026-12-03T20:00:00-03:00",
+            start=GROUP_START,
+            end=GROUP_END,
         )
         client.notify(client.create_payment(booking_id)["id"])
         seats.append((name, client.booking(booking_id).get("status")))
@@ -164,7 +177,12 @@ def _group_class(client: StackClient, document: dict[str, Any], say: Any) -> dic
     }
 
 
-RESCHEDULED_START = "2026-12-02T10:00:00-03:00"
+RESCHEDULED_START = iso(CLASS_DAYS_AHEAD + 1, 10)
+"""The seeded class, rescheduled by an admin to the next morning."""
+RESCHEDULED_END = iso(CLASS_DAYS_AHEAD + 1, 11)
+REFUNDED_START = iso(CLASS_DAYS_AHEAD + 4, 18)
+"""The second class, paid and then refunded."""
+REFUNDED_END = iso(CLASS_DAYS_AHEAD + 4, 19)
 
 
 def _refund_and_reschedule(
@@ -172,7 +190,7 @@ def _refund_and_reschedule(
 ) -> dict[str, Any]:
     """A second class is paid, then refunded in Mercado Pago; the first is rescheduled by an
     admin through manage_booking. Both reach Google Calendar."""
-    second = client.seed_booking(start="2026-12-05T18:00:00-03:00", end="2026-12-05T19:00:00-03:00")
+    second = client.seed_booking(start=REFUNDED_START, end=REFUNDED_END)
     payment = client.create_payment(second)
     client.notify(payment["id"])
     say(f"9. A second booking {second} was paid and scheduled; then Mercado Pago refunded it.")
@@ -194,7 +212,7 @@ def _refund_and_reschedule(
             "bookingId": first,
             "action": "reschedule",
             "start": RESCHEDULED_START,
-            "end": "2026-12-02T11:00:00-03:00",
+            "end": RESCHEDULED_END,
         },
         headers={"X-API-Key": document["secrets"]["admin_api_key"]},
         timeout=30,
@@ -224,7 +242,7 @@ def _move_class_in_google_calendar(
         body={
             "start": {"dateTime": MOVED_START, "timeZone": "America/Argentina/Buenos_Aires"},
             "end": {
-                "dateTime": "2026-12-01T20:00:00-03:00",
+                "dateTime": MOVED_END,
                 "timeZone": "America/Argentina/Buenos_Aires",
             },
         },

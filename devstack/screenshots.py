@@ -16,6 +16,7 @@ from playwright.sync_api import sync_playwright
 
 from devstack.client import StackClient
 from devstack.stack import ROOT, LocalStack
+from devstack.when import day, iso
 
 DOCS = ROOT / "docs"
 CHROMIUM_ARGS = [
@@ -28,26 +29,13 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# A week of classes from 7 days ahead (days counted from today, see devstack.when).
 CLASSES = [
-    ("Álgebra I", "Ana Gómez", "ana.gomez", "Juan Pérez", "2026-12-01T18:00", "2026-12-01T19:00"),
-    ("Física", "Luis Ortiz", "luis.ortiz", "Sofía Díaz", "2026-12-01T19:30", "2026-12-01T20:30"),
-    (
-        "Inglés B2",
-        "Marta Ruiz",
-        "marta.ruiz",
-        "Tomás Alonso",
-        "2026-12-02T09:00",
-        "2026-12-02T10:00",
-    ),
-    (
-        "Álgebra I",
-        "Ana Gómez",
-        "ana.gomez",
-        "Valentina Sosa",
-        "2026-12-02T17:00",
-        "2026-12-02T18:00",
-    ),
-    ("Química", "Luis Ortiz", "luis.ortiz", "Mateo Romero", "2026-12-03T11:00", "2026-12-03T12:00"),
+    ("Álgebra I", "Ana Gómez", "ana.gomez", "Juan Pérez", iso(7, 18), iso(7, 19)),
+    ("Física", "Luis Ortiz", "luis.ortiz", "Sofía Díaz", iso(7, 19, 30), iso(7, 20, 30)),
+    ("Inglés B2", "Marta Ruiz", "marta.ruiz", "Tomás Alonso", iso(8, 9), iso(8, 10)),
+    ("Álgebra I", "Ana Gómez", "ana.gomez", "Valentina Sosa", iso(8, 17), iso(8, 18)),
+    ("Química", "Luis Ortiz", "luis.ortiz", "Mateo Romero", iso(9, 11), iso(9, 12)),
 ]
 
 
@@ -57,8 +45,8 @@ def seed(client: StackClient) -> None:
             classTitle=title,
             teacher={"name": teacher, "email": f"{handle}@example.com"},
             student={"name": student, "email": f"{student.split()[0].lower()}@example.com"},
-            start=f"{start}:00-03:00",
-            end=f"{end}:00-03:00",
+            start=start,
+            end=end,
         )
         client.notify(client.create_payment(booking_id)["id"])
     client.seed_booking(
@@ -68,8 +56,8 @@ def seed(client: StackClient) -> None:
         paymentId="1324",
         paymentStatus="approved",
         calendarStatus="cancelled",
-        start="2026-12-02T15:00:00-03:00",
-        end="2026-12-02T16:00:00-03:00",
+        start=iso(8, 15),
+        end=iso(8, 16),
         student={"name": "Lucía Vega", "email": "lucia@example.com"},
     )
     client.seed_booking(
@@ -78,8 +66,8 @@ def seed(client: StackClient) -> None:
         needsAttention="payment_charged_back",
         paymentId="1377",
         paymentStatus="charged_back",
-        start="2026-12-04T10:00:00-03:00",
-        end="2026-12-04T11:00:00-03:00",
+        start=iso(10, 10),
+        end=iso(10, 11),
         student={"name": "Bruno Paz", "email": "bruno@example.com"},
     )
     stray = client.create_payment(None, external_reference="reserva-borrada")
@@ -117,13 +105,13 @@ def shoot(document: dict[str, object]) -> None:
         page.fill("input[name=email]", "admin@example.com")
         page.click("button[type=submit]")
         page.wait_for_selector("#app:not([hidden])")
-        page.fill("#filters input[name=from]", "2026-12-01")
-        page.fill("#filters input[name=to]", "2026-12-07")
+        page.fill("#filters input[name=from]", day(7).isoformat())
+        page.fill("#filters input[name=to]", day(13).isoformat())
         page.click("#filters button[type=submit]")
         page.wait_for_selector(".class-row")
         page.screenshot(path=DOCS / "console-classes.png", full_page=True)
         page.locator(".class-row").first.get_by_role("button", name="Reprogramar").click()
-        page.fill("#reschedule-dialog input[name=date]", "2026-12-02")
+        page.fill("#reschedule-dialog input[name=date]", day(8).isoformat())
         page.fill("#reschedule-dialog input[name=start]", "17:30")
         page.fill("#reschedule-dialog input[name=end]", "18:30")
         page.click("#reschedule-confirm")

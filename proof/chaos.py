@@ -43,12 +43,17 @@ from typing import Any
 import requests
 
 from devstack.client import StackClient
+from devstack.when import iso
 from proof.harness import Answer, Answers, ProofStack, http_session
 
 TEACHERS = [("Ana Gómez", "ana.gomez@example.com"), ("Bruno Díaz", "bruno.diaz@example.com")]
 PRICE = {"amount": 15000, "currency": "ARS"}
 PUSH_TIMEOUT = 2.0
 """The Calendar emulator's push sender waits this long for calendar_notifications."""
+FIRST_CLASS_DAY = 41
+"""Days from today to the first one-to-one class; then 12 a day (08:00 to 19:00), day by day."""
+FIRST_SESSION_DAY = 100
+"""Days from today to the first group session (one a day at 18:00), after every one-to-one."""
 CALENDAR_FAULTS: list[dict[str, Any]] = [
     {"status": 500, "reason": "backendError"},
     {"status": 503, "reason": "backendError"},
@@ -227,8 +232,8 @@ class Chaos:
             session = Session(
                 session_id=f"proof-{self.run_id}-ses{k}",
                 teacher_email=email,
-                start=f"2027-03-{k + 1:02d}T18:00:00-03:00",
-                end=f"2027-03-{k + 1:02d}T19:30:00-03:00",
+                start=iso(FIRST_SESSION_DAY + k, 18),
+                end=iso(FIRST_SESSION_DAY + k, 19, 30),
             )
             body = {
                 "sessionId": session.session_id,
@@ -271,17 +276,13 @@ class Chaos:
         for n in range(self.plan.one_to_one):
             name, email = TEACHERS[n % len(TEACHERS)]
             hour = 8 + n % 12
-            day = 1 + n // 12
+            day = FIRST_CLASS_DAY + n // 12
             booking_id = f"proof-{self.run_id}-b{n:03d}"
             fields = {
                 "teacher": {"name": name, "email": email},
                 "student": {"name": f"Alumno {n}", "email": f"alumno{n}@example.com"},
-                "start": f"2027-01-{day:02d}T{hour:02d}:00:00-03:00"
-                if day <= 28
-                else f"2027-02-{day - 28:02d}T{hour:02d}:00:00-03:00",
-                "end": f"2027-01-{day:02d}T{hour:02d}:50:00-03:00"
-                if day <= 28
-                else f"2027-02-{day - 28:02d}T{hour:02d}:50:00-03:00",
+                "start": iso(day, hour),
+                "end": iso(day, hour, 50),
             }
             entries.append((booking_id, fields, None))
         for k, session in enumerate(self.sessions):
@@ -815,8 +816,8 @@ def calendar_honours_if_match(client: StackClient) -> bool:
         calendarId=calendar_id,
         body={
             "summary": "probe",
-            "start": {"dateTime": "2027-01-01T10:00:00-03:00"},
-            "end": {"dateTime": "2027-01-01T11:00:00-03:00"},
+            "start": {"dateTime": iso(FIRST_CLASS_DAY, 10)},
+            "end": {"dateTime": iso(FIRST_CLASS_DAY, 11)},
         },
     ).execute()
     request = service.patch(calendarId=calendar_id, eventId=event["id"], body={"summary": "x"})

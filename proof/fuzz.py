@@ -43,6 +43,7 @@ from requests.structures import CaseInsensitiveDict
 from schemathesis.generation import GenerationMode
 
 from devstack.stack import OPENAPI
+from devstack.when import iso
 from proof.harness import ProofStack, http_session, infra_settings
 
 ADMIN = {"list_events", "oauth_start", "renew_watch", "reconcile", "manage_booking"}
@@ -390,6 +391,12 @@ def _nested_object(depth: int) -> bytes:
 
 
 TEN_MB = 10 * 1024 * 1024
+SESSION_DAY = 161
+"""Days from today to the hostile table's group session: a class that has not happened yet."""
+NO_SUCH_DAY = "2027-02-30T10:00:00"
+"""Not a class date: a date in form only (February has no 30th), so the year does not matter."""
+NO_SUCH_MONTH = "2026-13-01T00:00:00-03:00"
+"""Not a class date: a date in form only (there is no month 13)."""
 
 
 def hostile_table(fuzzer: Fuzzer) -> list[Hostile]:
@@ -497,7 +504,7 @@ def hostile_table(fuzzer: Fuzzer) -> list[Hostile]:
     for name, start in [
         ("reschedule to year 1", "0001-01-01T00:00:00+14:00"),
         ("reschedule to 9999-12-31 -14:00", "9999-12-31T23:59:59-14:00"),
-        ("reschedule to Feb 30", "2027-02-30T10:00:00"),
+        ("reschedule to Feb 30", NO_SUCH_DAY),
         ("reschedule to year +275760", "+275760-09-13T00:00:00Z"),
         ("reschedule to 'NaN'", "NaN"),
         (
@@ -567,8 +574,8 @@ def hostile_table(fuzzer: Fuzzer) -> list[Hostile]:
     session: dict[str, Any] = {
         "title": "Hostil",
         "teacher": {"email": "ana.gomez@example.com"},
-        "start": "2027-05-01T18:00:00-03:00",
-        "end": "2027-05-01T19:00:00-03:00",
+        "start": iso(SESSION_DAY, 18),
+        "end": iso(SESSION_DAY, 19),
         "capacity": 3,
         "price": {"amount": 100, "currency": "ARS"},
     }
@@ -617,7 +624,7 @@ def hostile_table(fuzzer: Fuzzer) -> list[Hostile]:
     for name, params in [
         ("listing from year 1", {"from": "0001-01-01T00:00:00+14:00"}),
         ("listing to 9999-12-31 -14:00", {"to": "9999-12-31T23:59:59-14:00"}),
-        ("listing from month 13", {"from": "2026-13-01T00:00:00-03:00"}),
+        ("listing from month 13", {"from": NO_SUCH_MONTH}),
         ("listing limit in Arabic-Indic digits", {"limit": "\u0663"}),
         ("listing limit of 5,000 digits", {"limit": "9" * 5000}),
         ("listing page token nested 3,000 deep", {"pageToken": "WwoK" + "Wy" * 2000}),

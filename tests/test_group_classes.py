@@ -13,10 +13,19 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import tasks_v2
 
 from devstack.client import StackClient
+from devstack.when import iso, wall
 from shared.bookings import event_id_for_session
 from shared.clients import reset_clients
 
 pytestmark = pytest.mark.usefixtures("stack")
+
+SESSION_DAY = 16
+"""The group session's day, counted from today: a class never in the past."""
+SESSION_START = iso(SESSION_DAY, 18)
+SESSION_END = iso(SESSION_DAY, 19, 30)
+MOVED_START = iso(SESSION_DAY + 2, 10)
+"""Where a teacher moves the session in Google Calendar."""
+MOVED_END = iso(SESSION_DAY + 2, 11, 30)
 
 
 def _sessions(client: StackClient, body: Any = None, method: str = "POST") -> Any:
@@ -33,8 +42,8 @@ def _new_session(client: StackClient, capacity: int, **overrides: Any) -> dict[s
     body = {
         "title": "Guitarra en grupo",
         "teacher": {"name": "Ana Gómez", "email": "ana.gomez@example.com"},
-        "start": "2026-12-10T18:00:00-03:00",
-        "end": "2026-12-10T19:30:00-03:00",
+        "start": SESSION_START,
+        "end": SESSION_END,
         "capacity": capacity,
         "price": {"amount": 15000, "currency": "ARS"},
         **overrides,
@@ -49,8 +58,8 @@ def _seat(client: StackClient, session_id: str, n: int) -> tuple[str, Any]:
     booking_id = client.seed_booking(
         sessionId=session_id,
         student={"name": f"Estudiante {n}", "email": f"estudiante{n}@example.com"},
-        start="2026-12-10T18:00:00-03:00",
-        end="2026-12-10T19:30:00-03:00",
+        start=SESSION_START,
+        end=SESSION_END,
     )
     return booking_id, client.create_payment(booking_id)["id"]
 
@@ -63,8 +72,8 @@ def test_a_session_has_one_event_with_meet_and_a_retry_gets_the_same(client: Sta
             "sessionId": "ses-guitarra",
             "title": "Guitarra en grupo",
             "teacher": {"name": "Ana Gómez", "email": "ana.gomez@example.com"},
-            "start": "2026-12-10T18:00:00-03:00",
-            "end": "2026-12-10T19:30:00-03:00",
+            "start": SESSION_START,
+            "end": SESSION_END,
             "capacity": 10,
             "price": {"amount": 15000, "currency": "ARS"},
         },
@@ -190,16 +199,16 @@ def test_moving_a_session_moves_its_one_event_and_every_booking(client: StackCli
         {
             "sessionId": session["sessionId"],
             "action": "reschedule",
-            "start": "2026-12-11T18:00:00",
-            "end": "2026-12-11T19:30:00",
+            "start": wall(SESSION_DAY + 1, 18),
+            "end": wall(SESSION_DAY + 1, 19, 30),
         },
     )
 
     assert answer.status_code == 200
     event = client.event(event_id_for_session(session["sessionId"]))
-    assert event["start"]["dateTime"].startswith("2026-12-11T18:00:00")
+    assert event["start"]["dateTime"].startswith(wall(SESSION_DAY + 1, 18))
     assert event["hangoutLink"] == session["meetLink"]
-    assert client.booking(booking_id)["start"] == "2026-12-11T18:00:00-03:00"
+    assert client.booking(booking_id)["start"] == iso(SESSION_DAY + 1, 18)
 
 
 def test_a_session_cannot_move_onto_the_teachers_other_class(client: StackClient) -> None:
@@ -207,8 +216,8 @@ def test_a_session_cannot_move_onto_the_teachers_other_class(client: StackClient
     busy = client.seed_booking(
         classTitle="Solfeo",
         teacher={"name": "Ana Gómez", "email": "ana.gomez@example.com"},
-        start="2026-12-11T18:00:00-03:00",
-        end="2026-12-11T19:00:00-03:00",
+        start=iso(SESSION_DAY + 1, 18),
+        end=iso(SESSION_DAY + 1, 19),
     )
     assert client.notify(client.create_payment(busy)["id"])["status"] == 200
 
@@ -217,15 +226,15 @@ def test_a_session_cannot_move_onto_the_teachers_other_class(client: StackClient
         {
             "sessionId": session["sessionId"],
             "action": "reschedule",
-            "start": "2026-12-11T18:30:00",
-            "end": "2026-12-11T20:00:00",
+            "start": wall(SESSION_DAY + 1, 18, 30),
+            "end": wall(SESSION_DAY + 1, 20),
         },
     )
 
     assert answer.status_code == 409, answer.text
     assert "Solfeo" in answer.json()["error"]["message"]
     event = client.event(event_id_for_session(session["sessionId"]))
-    assert event["start"]["dateTime"].startswith("2026-12-10T18:00:00")
+    assert event["start"]["dateTime"].startswith(wall(SESSION_DAY, 18))
 
 
 def test_a_session_at_a_time_the_teacher_already_teaches_is_refused(
@@ -238,8 +247,8 @@ def test_a_session_at_a_time_the_teacher_already_teaches_is_refused(
             "sessionId": "ses-segunda",
             "title": "Otra clase grupal",
             "teacher": {"name": "Ana Gómez", "email": "ana.gomez@example.com"},
-            "start": "2026-12-10T19:00:00-03:00",
-            "end": "2026-12-10T20:00:00-03:00",
+            "start": iso(SESSION_DAY, 19),
+            "end": iso(SESSION_DAY, 20),
             "capacity": 3,
             "price": {"amount": 15000, "currency": "ARS"},
         },
@@ -307,19 +316,14 @@ def test_a_session_moved_in_google_calendar_moves_every_seat(client: StackClient
         calendarId=client.doc["calendar_id"],
         eventId=event_id,
         body={
-            "start": {"dateTime": "2026-12-12T10:00:00-03:00"},
-            "end": {"dateTime": "2026-12-12T11:30:00-03:00"},
+            "start": {"dateTime": MOVED_START},
+            "end": {"dateTime": MOVED_END},
         },
     ).execute()
 
-    _eventually(
-        lambda: all(client.booking(b)["start"] == "2026-12-12T10:00:00-03:00" for b in bookings)
-    )
+    _eventually(lambda: all(client.booking(b)["start"] == MOVED_START for b in bookings))
     stored = client.db.collection("class_sessions").document(session["sessionId"]).get().to_dict()
-    assert (stored["start"], stored["end"]) == (
-        "2026-12-12T10:00:00-03:00",
-        "2026-12-12T11:30:00-03:00",
-    )
+    assert (stored["start"], stored["end"]) == (MOVED_START, MOVED_END)
     for n, booking_id in enumerate(bookings):
         booking = client.booking(booking_id)
         assert booking["status"] == "scheduled"
@@ -416,7 +420,7 @@ def test_the_admin_listing_shows_a_session_once_with_its_seats(client: StackClie
 
     listed = requests.get(
         client.doc["functions"]["list_events"],
-        params={"from": "2026-12-10T00:00:00-03:00", "to": "2026-12-11T00:00:00-03:00"},
+        params={"from": iso(SESSION_DAY, 0), "to": iso(SESSION_DAY + 1, 0)},
         headers={"X-API-Key": client.doc["secrets"]["admin_api_key"]},
         timeout=30,
     ).json()["events"]
