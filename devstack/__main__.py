@@ -69,7 +69,7 @@ def demo() -> int:
     if console.get("url"):
         where = "stopped with the demo: run ./dev.sh up to keep one" if stack else "running"
         print(
-            f"12. The admin console of this stack ({where}): {console['url']}"
+            f"13. The admin console of this stack ({where}): {console['url']}"
             f" (sign in as {console['sign_in_as']})"
         )
     print(json.dumps(summary, sort_keys=True))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 from typing import Any
 
 from devstack.client import StackClient
-from devstack.when import CLASS_DAYS_AHEAD, at, iso
+from devstack.when import CLASS_DAYS_AHEAD, ZONE, at, iso
 from shared.bookings import event_id_for_session
 
 CLASS_START = at(CLASS_DAYS_AHEAD, 18)
@@ -89,8 +90,11 @@ def run_demo(document: dict[str, Any]) -> dict[str, Any]:
     say(f"   brought it back to the booking: start {moved.get('start')}.")
     lifecycle = _refund_and_reschedule(client, document, booking_id, say)
     group = _group_class(client, document, say)
+    late = _late_payment(client, say)
     ok = (
-        group["eventsForSession"] == 1
+        not late["latePaymentScheduled"]
+        and late["lateBookingStatus"] == "paid_late"
+        and group["eventsForSession"] == 1
         and group["students"] == 3
         and group["overCapacity"] == 1
         and lifecycle["refundCancelledEvent"]
@@ -118,12 +122,39 @@ def run_demo(document: dict[str, Any]) -> dict[str, Any]:
         "startAfterMove": moved.get("start"),
         **lifecycle,
         "groupClass": group,
+        **late,
     }
 
 
 MOVED_START = iso(CLASS_DAYS_AHEAD, 19)
 """The seeded class, moved one hour later by the teacher in Google Calendar."""
 MOVED_END = iso(CLASS_DAYS_AHEAD, 20)
+
+
+def _late_payment(client: StackClient, say: Any) -> dict[str, Any]:
+    """A cash voucher paid only after its class began: no event, no invitation; the booking
+    waits for an admin's refund."""
+    start = (datetime.now(ZONE) - timedelta(minutes=20)).replace(second=0, microsecond=0)
+    booking_id = client.seed_booking(
+        start=start.isoformat(), end=(start + timedelta(hours=1)).isoformat()
+    )
+    voucher = client.create_payment(
+        booking_id, payment_type_id="ticket", payment_method_id="rapipago"
+    )
+    delivery = client.notify(voucher["id"])
+    booking = client.booking(booking_id)
+    events = client.events_for_booking(booking_id)
+    say(
+        f"12. A Rapipago voucher for a class that began at {start:%H:%M} was approved only now:"
+        f" payment_webhook answered {delivery['status']}; the booking is "
+        f"'{booking.get('status')}' ({booking.get('needsAttention')}), {len(events)} events,"
+        " nobody invited; the console offers the refund."
+    )
+    return {
+        "lateBookingId": booking_id,
+        "lateBookingStatus": booking.get("status"),
+        "latePaymentScheduled": bool(events) or bool(booking.get("googleEventId")),
+    }
 
 
 def _group_class(client: StackClient, document: dict[str, Any], say: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import psutil
 import requests
 
 from devstack.client import StackClient
+from devstack.when import at
 from proof.harness import ProofStack, http_session, infra_settings, percentile
 
 P95_TARGET = 1.0
@@ -44,6 +45,10 @@ def _signed(doc: dict[str, Any], payment_id: str, action: str) -> dict[str, Any]
     }
 
 
+LOAD_DAYS_AHEAD = 200
+"""The load's classes: months ahead of every other class the proof books."""
+
+
 def _seed(client: StackClient, count: int, tag: str) -> list[str]:
     db = client.db
     batch = db.batch()
@@ -52,8 +57,8 @@ def _seed(client: StackClient, count: int, tag: str) -> list[str]:
         booking_id = f"load-{tag}-{n:04d}"
         minute = n % 60
         hour = 8 + (n // 60) % 12
-        day = 1 + (n // 720) % 28
-        start = f"2028-03-{day:02d}T{hour:02d}:{minute:02d}:00-03:00"
+        day = LOAD_DAYS_AHEAD + (n // 720) % 28
+        start = at(day, hour, minute).isoformat()
         batch.set(
             db.collection("bookings").document(booking_id),
             {

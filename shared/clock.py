@@ -48,7 +48,10 @@ def parse_local(raw: Any, zone: tzinfo = ZONE) -> datetime | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=zone)
-    return value.astimezone(zone)
+    try:
+        return value.astimezone(zone)
+    except OverflowError:  # year 1 or 9999 pushed past the calendar by the zone change
+        return None
 
 
 def parse_instant(raw: Any) -> datetime | None:
