@@ -90,6 +90,7 @@ from flask import Response, request
 from werkzeug.routing import BaseConverter
 
 from emulators._base import EmulatorApp, json_response
+from emulators._status import GRPC_CODES, HTTP_TO_GRPC, grpc_status
 
 DEFAULT_DISPATCHES_PER_SECOND = 500.0
 MAX_DISPATCHES_PER_SECOND = 500.0
@@ -143,49 +144,6 @@ _DURATION_DEFAULTS = {
     "retryConfig.minBackoff": ("min_backoff", DEFAULT_MIN_BACKOFF),
     "retryConfig.maxBackoff": ("max_backoff", DEFAULT_MAX_BACKOFF),
 }
-_HTTP_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    409: "ALREADY_EXISTS",
-    429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED",
-    500: "INTERNAL",
-    501: "UNIMPLEMENTED",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
-_GRPC_CODES = {
-    "OK": 0,
-    "CANCELLED": 1,
-    "UNKNOWN": 2,
-    "INVALID_ARGUMENT": 3,
-    "DEADLINE_EXCEEDED": 4,
-    "NOT_FOUND": 5,
-    "ALREADY_EXISTS": 6,
-    "PERMISSION_DENIED": 7,
-    "RESOURCE_EXHAUSTED": 8,
-    "FAILED_PRECONDITION": 9,
-    "ABORTED": 10,
-    "UNIMPLEMENTED": 12,
-    "INTERNAL": 13,
-    "UNAVAILABLE": 14,
-    "UNAUTHENTICATED": 16,
-}
-# How a worker's HTTP answer reads as the attempt's google.rpc.Status (the usual mapping).
-_HTTP_TO_GRPC = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    409: "ABORTED",
-    429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED",
-    501: "UNIMPLEMENTED",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
 
 IdTokenMinter = Callable[[str, str], str]
 AccessTokenMinter = Callable[[str, list[str]], str]
@@ -193,8 +151,7 @@ AccessTokenMinter = Callable[[str, list[str]], str]
 
 def _error_body(status: int, reason: str, message: str) -> dict[str, Any]:
     """Google's JSON error; `reason` may be a gRPC status name (FAILED_PRECONDITION...)."""
-    grpc_status = reason if reason in _GRPC_CODES else _HTTP_STATUS.get(status, "UNKNOWN")
-    return {"error": {"code": status, "message": message, "status": grpc_status}}
+    return {"error": {"code": status, "message": message, "status": grpc_status(status, reason)}}
 
 
 class _ApiError(Exception):
@@ -294,21 +251,26 @@ def _parse_retry_after(value: str | None) -> float | None:
 
 
 def _rpc_status(status: int | None, error: str | None) -> dict[str, Any]:
-    """The attempt's `responseStatus` (a google.rpc.Status) from the worker's answer."""
+    """The attempt's `responseStatus` (a google.rpc.Status) from the worker's answer.
+
+    Google's HTTP-to-canonical conversion: the shared table, except that a worker's 409
+    reads as ABORTED (a worker's answer says nothing about creating anything, so not the
+    table's ALREADY_EXISTS); any other 4xx is FAILED_PRECONDITION, anything else UNKNOWN.
+    """
     if status is None:
         name = "DEADLINE_EXCEEDED" if error == "DEADLINE_EXCEEDED" else "UNAVAILABLE"
-        return {"code": _GRPC_CODES[name], "message": error or name}
+        return {"code": GRPC_CODES[name], "message": error or name}
     if 200 <= status < 300:
         name = "OK"
-    elif status in _HTTP_TO_GRPC:
-        name = _HTTP_TO_GRPC[status]
+    elif status == 409:
+        name = "ABORTED"
+    elif status in HTTP_TO_GRPC:
+        name = HTTP_TO_GRPC[status]
     elif 400 <= status < 500:
         name = "FAILED_PRECONDITION"
-    elif status >= 500:
-        name = "INTERNAL" if status == 500 else "UNKNOWN"
     else:
         name = "UNKNOWN"
-    return {"code": _GRPC_CODES[name], "message": f"HTTP status code {status}"}
+    return {"code": GRPC_CODES[name], "message": f"HTTP status code {status}"}
 
 
 def _number[N: (int, float)](raw: Any, kind: type[N], what: str) -> N:

@@ -80,6 +80,7 @@ from flask import Response, has_request_context, request
 from werkzeug.routing import BaseConverter
 
 from emulators._base import EmulatorApp, json_response
+from emulators._status import grpc_status
 
 ISSUER = "https://accounts.google.com"
 SEEDED_SCOPES = (
@@ -139,28 +140,22 @@ IAM_SCOPES = frozenset(
 MAX_SIGNED_JWT_LIFETIME = 12 * 3600
 DEFAULT_SIGNED_JWT_LIFETIME = 3600
 _VERIFIER_RE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
-_STATUS_NAMES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    409: "ABORTED",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
 
 
 def _error_body(status: int, reason: str, message: str) -> dict[str, Any]:
-    """Token-style endpoints answer RFC 6749 bodies; anything else Google's JSON shape."""
+    """Token-style endpoints answer RFC 6749 bodies; anything else Google's JSON shape.
+
+    The JSON shape's status name comes from the shared table (`emulators._status`): no route
+    here answers a 409 of its own, so only an injected fault meets it, and a fault rule may
+    name the status it wants as its `reason` (`{"status": 409, "reason": "ABORTED"}`).
+    """
     if has_request_context() and request.path in FLAT_ERROR_PATHS:
         return {"error": reason, "error_description": message}
     return {
         "error": {
             "code": status,
             "message": message,
-            "status": _STATUS_NAMES.get(status, "UNKNOWN"),
+            "status": grpc_status(status, reason),
             "errors": [{"message": message, "domain": "global", "reason": reason}],
         }
     }

@@ -37,31 +37,17 @@ from flask import Response, request
 from werkzeug.routing import BaseConverter
 
 from emulators._base import EmulatorApp, json_response
+from emulators._status import grpc_status
 
 MAX_PAYLOAD_BYTES = 65536
 MAX_PAGE_SIZE = 25000
 _SECRET_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _STATES = {"STATE_UNSPECIFIED": 0, "ENABLED": 1, "DISABLED": 2, "DESTROYED": 3}
-_HTTP_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    409: "ALREADY_EXISTS",
-    429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED",
-    500: "INTERNAL",
-    501: "UNIMPLEMENTED",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
-_GRPC_STATUSES = set(_HTTP_STATUS.values()) | {"FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE"}
 
 
 def _error_body(status: int, reason: str, message: str) -> dict[str, Any]:
     """Google's JSON error; `reason` may be a gRPC status name (FAILED_PRECONDITION...)."""
-    grpc_status = reason if reason in _GRPC_STATUSES else _HTTP_STATUS.get(status, "UNKNOWN")
-    return {"error": {"code": status, "message": message, "status": grpc_status}}
+    return {"error": {"code": status, "message": message, "status": grpc_status(status, reason)}}
 
 
 def _make_crc32c_table() -> list[int]:
