@@ -18,6 +18,15 @@ INSTALL_PYTHON="install Python 3.$PYTHON_MINOR with venv (Debian/Ubuntu: python3
 
 die() { echo "dev.sh: $*" >&2; exit 1; }
 
+# Under faketime (e.g. `faketime '+400 days' ./dev.sh test`, to prove nothing depends on the
+# date) only the calendar moves: a faked monotonic clock makes Python's timed waits sleep until
+# a deadline days away, so it stays real, and devstack/faketime/ mends time.sleep for that.
+case "${LD_PRELOAD:-}" in
+  *faketime*)
+    export FAKETIME_DONT_FAKE_MONOTONIC=1
+    export PYTHONPATH="$PWD/devstack/faketime${PYTHONPATH:+:$PYTHONPATH}" ;;
+esac
+
 # python3.13 on the PATH, else the newest 3.13.x that pyenv installed (whose python3.13 shim
 # runs only where 3.13 is pyenv's selected version). Sets PYTHON, or stops saying what to install.
 check_python() {

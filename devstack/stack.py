@@ -116,6 +116,9 @@ class FirestoreEmulator:
         log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._process = subprocess.Popen(
             ["gcloud", "emulators", "firestore", "start", f"--host-port={self.host}"],
+            # Under faketime (devstack/faketime) the JVM keeps both clocks faked, which it
+            # handles; only Python's processes need the monotonic clock left real.
+            env={k: v for k, v in os.environ.items() if k != "FAKETIME_DONT_FAKE_MONOTONIC"},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -214,7 +217,8 @@ class LocalStack:
             "OAUTHLIB_INSECURE_TRANSPORT": "1",  # the OAuth emulator speaks http on loopback
             "ADMIN_EMAILS": ADMIN_EMAIL,
             "ID_TOKEN_AUDIENCE": "local-virtual-classes",
-            "PYTHONPATH": str(ROOT),
+            # The repository, then what dev.sh set (under faketime: devstack/faketime).
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
         if "oauth_callback" in function_urls:
             env["OAUTH_REDIRECT_URI"] = function_urls["oauth_callback"]
