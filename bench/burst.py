@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.payment_webhook import percentile, signed_delivery
 from devstack.client import StackClient
 from devstack.stack import LocalStack
-from shared.clients import reset_clients
+from shared.adapters.clients import reset_clients
 
 
 def _burst(

@@ -28,7 +28,7 @@ from bench.payment_webhook import signed_delivery
 from devstack.client import StackClient
 from devstack.stack import LocalStack
 from devstack.when import iso
-from shared.bookings import event_id_for_session
+from shared.domain.seats import event_id_for_session
 
 SEATS = 30
 SESSION_START = iso(16, 18)

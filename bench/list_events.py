@@ -69,8 +69,8 @@ def running_stack() -> Iterator[dict[str, Any]]:
 
 def seed(client: StackClient) -> tuple[datetime, datetime]:
     """250 classes, five minutes apart, in a day no other run uses; each with its booking."""
-    from shared.bookings import Booking
-    from shared.calendar import class_event_body
+    from shared.adapters.google_calendar import class_event_body
+    from shared.domain.bookings import Booking
 
     # Years ahead, far from any other run's classes (and from the classes tests book).
     day = at(4 * 365 + random.randrange(3600), 0)
@@ -122,7 +122,7 @@ def round_trips_per_page(document: dict[str, Any], query: dict[str, str]) -> dic
     import functions_framework
 
     os.environ.update(document["env"])
-    from shared.clients import firestore_client, reset_clients
+    from shared.adapters.clients import firestore_client, reset_clients
 
     reset_clients()
     app = functions_framework.create_app(

@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from devstack.client import StackClient
 from devstack.instrument import firestore_rpcs
 from devstack.stack import LocalStack
-from shared.bookings import Booking
-from shared.calendar import class_event_body
-from shared.clients import firestore_client, reset_clients
+from shared.adapters.clients import firestore_client, reset_clients
+from shared.adapters.google_calendar import class_event_body
+from shared.domain.bookings import Booking
 
 
 def signed_delivery(doc: dict[str, Any], payment_id: str) -> requests.PreparedRequest:

@@ -32,12 +32,12 @@ sys.path.insert(0, str(ROOT))
 from devstack.client import StackClient  # noqa: E402
 from devstack.stack import LocalStack  # noqa: E402
 from devstack.when import CLASS_DAYS_AHEAD, ZONE, at  # noqa: E402
-from shared.bookings import event_id_for_booking  # noqa: E402
-from shared.calendar import calendar_api  # noqa: E402
-from shared.clients import reset_clients  # noqa: E402
-from shared.clock import TIME_ZONE  # noqa: E402
-from shared.sync import PAGE_SIZE, request_sync, sync_ref  # noqa: E402
-from shared.upstream import Deadline  # noqa: E402
+from shared.adapters.clients import reset_clients  # noqa: E402
+from shared.adapters.firestore import sync_ref  # noqa: E402
+from shared.adapters.google_calendar import calendar_api  # noqa: E402
+from shared.clock import TIME_ZONE, Deadline  # noqa: E402
+from shared.domain.bookings import event_id_for_booking  # noqa: E402
+from shared.services.calendar_sync import PAGE_SIZE, request_sync  # noqa: E402
 
 FIRST_CLASS = at(CLASS_DAYS_AHEAD, 8)
 """The first seeded class, in 7 days at 08:00; the rest follow it, 24 a day."""

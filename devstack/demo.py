@@ -8,7 +8,7 @@ from typing import Any
 
 from devstack.client import StackClient
 from devstack.when import CLASS_DAYS_AHEAD, ZONE, at, iso
-from shared.bookings import event_id_for_session
+from shared.domain.seats import event_id_for_session
 
 CLASS_START = at(CLASS_DAYS_AHEAD, 18)
 """The seeded booking's class (`StackClient.seed_booking`): in 7 days, 18:00-19:00."""

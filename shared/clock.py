@@ -1,4 +1,5 @@
-"""Time in one place: the platform's zone, the present instant, and reading stored times.
+"""Time in one place: the platform's zone, the present instant, reading stored times, and
+the request's deadline.
 
 Every class starts and ends in Buenos Aires time. Decisions never read the clock: services
 ask `now()` once and pass the instant down, so a decision's unit test sets its own present.
@@ -7,6 +8,7 @@ Argentina keeps no daylight saving time (UTC-03:00 all year), but nothing here a
 
 from __future__ import annotations
 
+import time as monotonic_clock
 from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 __all__ = [
     "TIME_ZONE",
     "ZONE",
+    "Deadline",
     "local_iso",
     "now",
     "parse_instant",
@@ -30,6 +33,24 @@ ZONE = ZoneInfo(TIME_ZONE)
 def now() -> datetime:
     """The present instant (aware, UTC): the only reading of the clock in `shared/`."""
     return datetime.now(UTC)
+
+
+class Deadline:
+    """A point in monotonic time that a whole request must finish by.
+
+    `wait_out_rate_limits=False` is for work a queue delivered: a rate limit is answered at
+    once (429) so the queue backs off, instead of being waited out inside the request.
+    """
+
+    def __init__(self, seconds: float, *, wait_out_rate_limits: bool = True) -> None:
+        self._end = monotonic_clock.monotonic() + seconds
+        self.wait_out_rate_limits = wait_out_rate_limits
+
+    def remaining(self) -> float:
+        return max(0.0, self._end - monotonic_clock.monotonic())
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0.0
 
 
 def zone_named(name: str) -> ZoneInfo:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from shared import logs
 from shared.errors import InvalidSettings
 
 __all__ = ["SecretNames", "Settings", "get_settings", "read_settings"]
@@ -329,8 +330,6 @@ def _load() -> Settings | InvalidSettings:
     try:
         return read_settings(os.environ)
     except InvalidSettings as exc:
-        from shared import logs  # not at the top: logs reads the settings too
-
         logs.error("invalid settings: every request answers 503 until fixed", detail=exc.message)
         return exc
 

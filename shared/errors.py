@@ -33,6 +33,7 @@ __all__ = [
     "Conflict",
     "CredentialsRejected",
     "Forbidden",
+    "GrantRefused",
     "HttpAnswer",
     "InvalidRequest",
     "InvalidSettings",
@@ -177,6 +178,12 @@ class UpstreamPreconditionFailed(PermanentUpstreamError):
     """412: the resource changed since it was read (`If-Match`); read it again."""
 
     code = "upstream_precondition_failed"
+
+
+class GrantRefused(PermanentUpstreamError):
+    """Google refused an authorization code (`error`: its OAuth error, e.g. invalid_grant)."""
+
+    code = "grant_refused"
 
 
 class UpstreamNotFound(PermanentUpstreamError):

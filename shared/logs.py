@@ -17,9 +17,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from shared.config import get_settings
-from shared.errors import InvalidSettings
-
 __all__ = ["bind", "error", "info", "log", "request_context", "trace_field", "warning"]
 
 _lock = threading.Lock()
@@ -33,24 +30,21 @@ def _redact(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: ("[redacted]" if _SECRETISH.search(k) else v) for k, v in fields.items()}
 
 
-def trace_field(trace_header: str | None) -> dict[str, str]:
-    """Map `X-Cloud-Trace-Context: TRACE/SPAN;o=1` to the field Cloud Logging links."""
+def trace_field(trace_header: str | None, project: str) -> dict[str, str]:
+    """Map `X-Cloud-Trace-Context: TRACE/SPAN;o=1` to the field Cloud Logging links (the
+    project comes from the caller: the settings log through this module)."""
     if not trace_header:
         return {}
     trace_id = trace_header.split("/", 1)[0].strip()
-    try:
-        project = get_settings().project_id
-    except InvalidSettings:
-        return {}  # the handler answers 503 for it; the log line needs no trace for that
     if not trace_id or not project:
         return {}
     return {"logging.googleapis.com/trace": f"projects/{project}/traces/{trace_id}"}
 
 
 @contextlib.contextmanager
-def request_context(trace_header: str | None) -> Iterator[None]:
+def request_context(trace_header: str | None, project: str) -> Iterator[None]:
     """Within one request, every line carries its trace and the ids `bind` added."""
-    token = _request_fields.set(trace_field(trace_header))
+    token = _request_fields.set(trace_field(trace_header, project))
     try:
         yield
     finally:

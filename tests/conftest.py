@@ -16,7 +16,7 @@ import requests
 
 from devstack.client import StackClient
 from devstack.stack import LocalStack
-from shared.clients import reset_clients, secret_manager_client
+from shared.adapters.clients import reset_clients, secret_manager_client
 
 Rotate = Callable[[str], str]
 

@@ -23,8 +23,8 @@ from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 from devstack.client import StackClient
 from devstack.stack import LocalStack
 from devstack.when import CLASS_DAYS_AHEAD, day, iso
-from shared.bookings import event_id_for_booking
-from shared.clients import reset_clients
+from shared.adapters.clients import reset_clients
+from shared.domain.bookings import event_id_for_booking
 
 pytestmark = pytest.mark.usefixtures("stack")
 

@@ -15,8 +15,8 @@ from google.cloud import firestore
 
 from devstack.client import TIME_ZONE, StackClient
 from devstack.when import CLASS_DAYS_AHEAD, at, iso
-from shared import sync
-from shared.clients import reset_clients
+from shared.adapters.clients import reset_clients
+from shared.services import calendar_sync
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -586,8 +586,8 @@ def slow_full_resync(
     for _ in range(4):
         schedule(client)
     wait_for(lambda: sync_settled(client))
-    monkeypatch.setattr(sync, "PAGE_SIZE", 1)
-    monkeypatch.setattr(sync, "SYNC_LEASE_SECONDS", 1.0)
+    monkeypatch.setattr(calendar_sync, "PAGE_SIZE", 1)
+    monkeypatch.setattr(calendar_sync, "SYNC_LEASE_SECONDS", 1.0)
     client.db.collection("calendar_sync").document(client.doc["calendar_id"]).update(
         {"syncToken": firestore.DELETE_FIELD}
     )

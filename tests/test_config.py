@@ -12,10 +12,10 @@ import pytest
 import requests
 
 from devstack.client import StackClient
-from shared.clients import reset_clients
+from shared.adapters.clients import reset_clients
 from shared.config import Settings, read_settings
 from shared.errors import InvalidSettings
-from shared.oauth import sign_state
+from shared.services.consent import sign_state
 
 LOCAL_STACK_LIKE = {
     "GOOGLE_CLOUD_PROJECT": "demo-virtual-classes",

@@ -21,8 +21,8 @@ import requests
 
 from devstack.client import StackClient
 from devstack.when import CLASS_DAYS_AHEAD, iso
-from shared import console
-from shared.attention import booking_item, issue_item
+from shared.views.attention import booking_item, issue_item
+from shared.web import console
 
 pytestmark = pytest.mark.usefixtures("stack")
 

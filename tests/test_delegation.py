@@ -14,7 +14,7 @@ import pytest
 
 from devstack.client import StackClient
 from devstack.stack import LocalStack
-from shared.clients import reset_clients
+from shared.adapters.clients import reset_clients
 
 RUNTIME = "fn-payment-webhook@demo-virtual-classes.iam.gserviceaccount.com"
 DELEGATE = "calendar-delegate@demo-virtual-classes.iam.gserviceaccount.com"

@@ -14,8 +14,8 @@ from google.cloud import tasks_v2
 
 from devstack.client import StackClient
 from devstack.when import iso, wall
-from shared.bookings import event_id_for_session
-from shared.clients import reset_clients
+from shared.adapters.clients import reset_clients
+from shared.domain.seats import event_id_for_session
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -392,8 +392,8 @@ def test_bad_session_requests_are_400(client: StackClient, body: Any) -> None:
 
 
 def test_reconcile_puts_back_a_paid_seat_and_reports_a_stranger(client: StackClient) -> None:
-    from shared.reconcile import sweep
-    from shared.upstream import Deadline
+    from shared.clock import Deadline
+    from shared.services.reconcile import sweep
 
     session = _new_session(client, 3)
     _, payment_id = _seat(client, session["sessionId"], 0)

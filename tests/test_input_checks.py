@@ -12,11 +12,12 @@ import json
 import pytest
 
 from devstack.when import CLASS_DAYS_AHEAD, iso, wall
-from shared import listing
-from shared.channels import CHANNEL_ID, PushNotification
+from shared.adapters.mercadopago import signature_parts
 from shared.errors import InvalidRequest, Unauthenticated
-from shared.oauth import parse_state, sign_state
-from shared.payments import parse_notification, signature_parts
+from shared.services.channels import CHANNEL_ID, PushNotification
+from shared.services.consent import parse_state, sign_state
+from shared.views import listing
+from shared.web.requests import parse_notification
 
 V1 = "a1" * 32
 

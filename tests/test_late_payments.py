@@ -15,10 +15,10 @@ import requests
 
 from devstack.client import StackClient
 from devstack.when import ZONE
-from shared.bookings import event_id_for_session
-from shared.clients import reset_clients
-from shared.reconcile import sweep
-from shared.upstream import Deadline
+from shared.adapters.clients import reset_clients
+from shared.clock import Deadline
+from shared.domain.seats import event_id_for_session
+from shared.services.reconcile import sweep
 
 pytestmark = pytest.mark.usefixtures("stack")
 

@@ -9,10 +9,10 @@ import pytest
 import requests
 
 from devstack.client import StackClient
-from shared.bookings import event_id_for_booking
-from shared.clients import reset_clients
-from shared.reconcile import sweep
-from shared.upstream import Deadline
+from shared.adapters.clients import reset_clients
+from shared.clock import Deadline
+from shared.domain.bookings import event_id_for_booking
+from shared.services.reconcile import sweep
 
 pytestmark = pytest.mark.usefixtures("stack")
 

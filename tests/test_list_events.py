@@ -20,10 +20,10 @@ from google.api_core import exceptions as gexc
 from devstack.client import StackClient
 from devstack.instrument import firestore_rpcs
 from devstack.when import BASE_DAY, CLASS_DAYS_AHEAD, ZONE, at, day, iso, wall
-from shared import listing
-from shared.bookings import Booking, event_id_for_booking
-from shared.calendar import class_event_body
-from shared.clients import firestore_client, reset_clients
+from shared.adapters.clients import firestore_client, reset_clients
+from shared.adapters.google_calendar import class_event_body
+from shared.domain.bookings import Booking, event_id_for_booking
+from shared.views import listing
 
 pytestmark = pytest.mark.usefixtures("stack")
 

@@ -10,7 +10,7 @@ import requests
 
 from devstack.client import StackClient
 from devstack.when import CLASS_DAYS_AHEAD, day, iso, wall
-from shared.bookings import event_id_for_booking
+from shared.domain.bookings import event_id_for_booking
 
 pytestmark = pytest.mark.usefixtures("stack")
 

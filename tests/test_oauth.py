@@ -29,14 +29,18 @@ from google.cloud import secretmanager
 
 from devstack.client import StackClient
 from devstack.stack import LocalStack
-from shared.calendar import calendar_api
-from shared.clients import reset_clients, secret_manager_client
+from shared.adapters.clients import reset_clients, secret_manager_client
+from shared.adapters.google_calendar import calendar_api
+from shared.adapters.google_credentials import (
+    CALENDAR_SCOPES,
+    RefreshTokenCredentials,
+    calendar_credentials,
+)
+from shared.adapters.secret_manager import read_secret
+from shared.clock import Deadline
 from shared.config import get_settings
 from shared.errors import ReauthorizationRequired
-from shared.oauth import sign_state
-from shared.secrets import read_secret
-from shared.tokens import CALENDAR_SCOPES, RefreshTokenCredentials, calendar_credentials
-from shared.upstream import Deadline
+from shared.services.consent import sign_state
 
 TIMEOUT = 15
 SA_EMAIL = "classes-scheduler@demo-virtual-classes.iam.gserviceaccount.com"

@@ -14,7 +14,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from devstack.client import StackClient
 from devstack.when import CLASS_DAYS_AHEAD, iso
-from shared.bookings import event_id_for_booking
+from shared.domain.bookings import event_id_for_booking
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -211,7 +211,7 @@ def test_budget_exceeded_answers_503_and_marks_booking_paid(
     client: StackClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HANDLER_BUDGET_SECONDS", "1.5")
-    from shared.clients import reset_clients
+    from shared.adapters.clients import reset_clients
 
     reset_clients()
     booking_id = client.seed_booking()
@@ -524,7 +524,7 @@ def test_webhook_answer_names_no_booking_event_or_meet_link(client: StackClient)
 
 def test_unsigned_ipn_can_be_refused(client: StackClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MERCADOPAGO_ACCEPT_IPN", "false")
-    from shared.clients import reset_clients
+    from shared.adapters.clients import reset_clients
 
     reset_clients()
     payment = client.create_payment(client.seed_booking())
@@ -574,7 +574,7 @@ def test_booking_is_committed_before_waiting_for_a_slow_meet_link(
     client: StackClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HANDLER_BUDGET_SECONDS", "2")
-    from shared.clients import reset_clients
+    from shared.adapters.clients import reset_clients
 
     reset_clients()
     calendar = client.doc["emulators"]["calendar"].split("/calendar/v3/")[0]

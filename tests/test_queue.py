@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from devstack.client import StackClient
-from shared.clients import reset_clients
+from shared.adapters.clients import reset_clients
 
 pytestmark = pytest.mark.usefixtures("stack")
 

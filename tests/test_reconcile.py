@@ -9,8 +9,8 @@ import requests
 
 from devstack.client import StackClient
 from devstack.when import CLASS_DAYS_AHEAD, iso
-from shared.reconcile import sweep
-from shared.upstream import Deadline
+from shared.clock import Deadline
+from shared.services.reconcile import sweep
 
 # The seeded booking's class (client.seed_booking), as its Calendar event says it.
 CLASS_START = iso(CLASS_DAYS_AHEAD, 18)
@@ -18,7 +18,7 @@ CLASS_END = iso(CLASS_DAYS_AHEAD, 19)
 
 
 def _paid_without_event(client: StackClient, monkeypatch: pytest.MonkeyPatch) -> str:
-    from shared.clients import reset_clients
+    from shared.adapters.clients import reset_clients
 
     monkeypatch.setenv("HANDLER_BUDGET_SECONDS", "1")
     reset_clients()
@@ -105,7 +105,7 @@ def test_reconcile_leaves_a_refunded_booking_without_a_class(
 def test_reconcile_adopting_a_cancelled_event_cancels_the_booking(
     client: StackClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.bookings import event_id_for_booking
+    from shared.domain.bookings import event_id_for_booking
 
     booking_id = _paid_without_event(client, monkeypatch)
     events = client.calendar.events()
@@ -131,7 +131,7 @@ def test_reconcile_adopting_a_cancelled_event_cancels_the_booking(
 def test_reconcile_records_a_meet_link_that_was_still_pending(
     client: StackClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.clients import reset_clients
+    from shared.adapters.clients import reset_clients
 
     monkeypatch.setenv("HANDLER_BUDGET_SECONDS", "1.5")
     reset_clients()
@@ -189,7 +189,7 @@ def test_one_call_heals_a_backlog_of_120_left_by_a_calendar_outage(client: Stack
 
 
 def test_an_event_whose_booking_is_refunded_or_missing_is_cancelled(client: StackClient) -> None:
-    from shared.bookings import event_id_for_booking
+    from shared.domain.bookings import event_id_for_booking
 
     refunded = client.seed_booking(status="refunded", paymentId="1", paymentStatus="refunded")
     missing = "bk-deleted-since"

@@ -13,9 +13,9 @@ import pytest
 import requests
 
 from devstack.client import StackClient
-from shared import secrets
-from shared.clients import secret_manager_client
-from shared.secrets import add_secret_version, matching_secret, read_secret
+from shared.adapters import secret_manager
+from shared.adapters.clients import secret_manager_client
+from shared.adapters.secret_manager import add_secret_version, matching_secret, read_secret
 
 Rotate = Callable[[str], str]
 """The `rotate` fixture: a new version of a stack secret, returned."""
@@ -142,9 +142,9 @@ def test_a_mismatch_reads_the_secret_again_once_per_interval(
         return cached[0]
 
     clock = [1000.0]
-    monkeypatch.setattr(secrets, "read_secret", fake_read)
-    monkeypatch.setattr(secrets.time, "monotonic", lambda: clock[0])
-    secrets.forget_cached_secrets()
+    monkeypatch.setattr(secret_manager, "read_secret", fake_read)
+    monkeypatch.setattr(secret_manager.time, "monotonic", lambda: clock[0])
+    secret_manager.forget_cached_secrets()
 
     assert matching_secret("s", lambda v: v == "old") == "old"
     assert reads == [False]  # a match costs no fresh read
@@ -155,16 +155,16 @@ def test_a_mismatch_reads_the_secret_again_once_per_interval(
     stored[0] = "newer"
     assert matching_secret("s", lambda v: v == "newer") is None
     assert reads == [False, False, True, False, False]  # within the interval: no fresh read
-    clock[0] += secrets.MISMATCH_REFRESH_SECONDS
+    clock[0] += secret_manager.MISMATCH_REFRESH_SECONDS
     assert matching_secret("s", lambda v: v == "newer") == "newer"
     assert reads[-2:] == [False, True]
-    secrets.forget_cached_secrets()
+    secret_manager.forget_cached_secrets()
 
 
 def test_after_secret_manager_fails_reads_fail_fast_for_a_while(client: StackClient) -> None:
     """A burst of deliveries during an outage must not each wait out the whole budget."""
+    from shared.clock import Deadline
     from shared.errors import TransientUpstreamError
-    from shared.upstream import Deadline
 
     client.set_faults("secretmanager", {"rules": [{"status": 503}]})
     with pytest.raises(TransientUpstreamError):

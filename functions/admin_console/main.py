@@ -14,12 +14,15 @@ from pathlib import Path
 import functions_framework
 from flask import Request
 
-from shared import attention, console, health, logs
-from shared.admin import require_admin
+from shared import logs
+from shared.clock import Deadline
 from shared.config import get_settings
 from shared.errors import InvalidRequest
-from shared.upstream import Deadline
-from shared.web import Handled, endpoint, lower_headers, read_body
+from shared.views import attention, health
+from shared.web import console
+from shared.web.auth import require_admin
+from shared.web.endpoint import Handled, endpoint, lower_headers
+from shared.web.requests import parse_handled, read_body
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -32,9 +35,7 @@ def admin_console(request: Request) -> Handled:
     if request.method == "POST":
         admin = console.require_person(headers, deadline)
         logs.bind(caller=admin.identity)
-        action = attention.parse_handled(
-            read_body(request, attention.MAX_BODY_BYTES), request.content_type or ""
-        )
+        action = parse_handled(read_body(request), request.content_type or "")
         body = attention.mark_handled(action, admin.identity, deadline)
         return Handled(console.json_answer(body), {"item": action.item_id, **body})
     view = request.args.get("view")

@@ -15,12 +15,12 @@ import functions_framework
 from flask import Request
 
 from shared import logs
-from shared.admin import require_tasks_or_admin
-from shared.channels import PushNotification, verify_notification
+from shared.clock import Deadline
 from shared.config import get_settings
-from shared.sync import request_sync
-from shared.upstream import Deadline
-from shared.web import Handled, endpoint, json_response, lower_headers
+from shared.services.calendar_sync import request_sync
+from shared.services.channels import PushNotification, verify_notification
+from shared.web.auth import require_tasks_or_admin
+from shared.web.endpoint import Handled, endpoint, json_response, lower_headers
 
 
 @functions_framework.http

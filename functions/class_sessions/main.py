@@ -7,18 +7,13 @@ import functions_framework
 from flask import Request
 
 from shared import logs
-from shared.admin import require_admin
+from shared.clock import Deadline
 from shared.config import get_settings
-from shared.sessions import (
-    MAX_BODY_BYTES,
-    SessionAction,
-    apply_session_action,
-    create_session,
-    list_sessions,
-    parse_session_body,
-)
-from shared.upstream import Deadline
-from shared.web import Handled, endpoint, json_response, lower_headers, read_body
+from shared.domain.commands import SessionAction
+from shared.services.group_sessions import apply_session_action, create_session, list_sessions
+from shared.web.auth import require_admin
+from shared.web.endpoint import Handled, endpoint, json_response, lower_headers
+from shared.web.requests import parse_session_body, read_body
 
 
 @functions_framework.http
@@ -30,7 +25,7 @@ def class_sessions(request: Request) -> Handled:
     if request.method == "GET":
         listed = list_sessions(deadline)
         return Handled(json_response({"sessions": listed}), {"sessions": len(listed)})
-    parsed = parse_session_body(read_body(request, MAX_BODY_BYTES), request.content_type or "")
+    parsed = parse_session_body(read_body(request), request.content_type or "")
     logs.bind(session_id=parsed.session_id)
     if isinstance(parsed, SessionAction):
         body = apply_session_action(parsed, admin, deadline)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import functions_framework
 from flask import Request, Response
 
-from shared import listing, logs
-from shared.admin import require_admin
+from shared import logs
+from shared.clock import Deadline
 from shared.config import get_settings
-from shared.upstream import Deadline
-from shared.web import Handled, endpoint, lower_headers
+from shared.views import listing
+from shared.web.auth import require_admin
+from shared.web.endpoint import Handled, endpoint, lower_headers
 
 
 @functions_framework.http

@@ -6,11 +6,12 @@ import functions_framework
 from flask import Request
 
 from shared import logs
-from shared.admin import require_admin
+from shared.clock import Deadline
 from shared.config import get_settings
-from shared.lifecycle import MAX_BODY_BYTES, apply_action, parse_action
-from shared.upstream import Deadline
-from shared.web import Handled, endpoint, json_response, lower_headers, read_body
+from shared.services.booking_actions import apply_action
+from shared.web.auth import require_admin
+from shared.web.endpoint import Handled, endpoint, json_response, lower_headers
+from shared.web.requests import parse_booking_action, read_body
 
 
 @functions_framework.http
@@ -19,7 +20,7 @@ def manage_booking(request: Request) -> Handled:
     deadline = Deadline(get_settings().handler_budget_seconds)
     admin = require_admin(lower_headers(request), deadline).identity
     logs.bind(caller=admin)
-    action = parse_action(read_body(request, MAX_BODY_BYTES), request.content_type or "")
+    action = parse_booking_action(read_body(request), request.content_type or "")
     logs.bind(booking_id=action.booking_id)
     body = apply_action(action, admin, deadline)
     return Handled(json_response(body), {"action": action.kind, "status": body["status"]})

@@ -11,8 +11,8 @@ import functions_framework
 from flask import Request, Response
 
 from shared.errors import PlatformError
-from shared.oauth import ConsentOutcome, ConsentResult, complete_consent
-from shared.web import Handled, endpoint
+from shared.services.consent import ConsentOutcome, ConsentResult, complete_consent
+from shared.web.endpoint import Handled, endpoint
 
 RETRY_ES = "Volvé al panel de administración y conectá Google Calendar otra vez."
 RETRY_EN = "Go back to the admin panel and connect Google Calendar again."

@@ -5,11 +5,11 @@ from __future__ import annotations
 import functions_framework
 from flask import Request, Response
 
-from shared.admin import require_admin
+from shared.clock import Deadline
 from shared.config import get_settings
-from shared.oauth import start_consent
-from shared.upstream import Deadline
-from shared.web import Handled, endpoint, json_response, lower_headers
+from shared.services.consent import start_consent
+from shared.web.auth import require_admin
+from shared.web.endpoint import Handled, endpoint, json_response, lower_headers
 
 
 @functions_framework.http

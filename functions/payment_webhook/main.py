@@ -6,11 +6,11 @@ import functions_framework
 from flask import Request
 
 from shared import logs
+from shared.clock import Deadline
 from shared.config import get_settings
-from shared.payments import MAX_BODY_BYTES, IgnoredNotification, parse_notification
-from shared.scheduling import apply_payment_notification
-from shared.upstream import Deadline
-from shared.web import Handled, endpoint, json_response, lower_headers, read_body
+from shared.services.scheduling import apply_payment_notification
+from shared.web.endpoint import Handled, endpoint, json_response, lower_headers
+from shared.web.requests import IgnoredNotification, parse_notification, read_body
 
 
 @functions_framework.http
@@ -21,7 +21,7 @@ def payment_webhook(request: Request) -> Handled:
     note = parse_notification(
         request.args.to_dict(),
         lower_headers(request),
-        read_body(request, MAX_BODY_BYTES),
+        read_body(request),
         request.content_type or "",
         deadline=deadline,
     )

@@ -12,10 +12,10 @@ import functions_framework
 from flask import Request
 
 from shared import logs
-from shared.admin import require_scheduler_or_admin
-from shared.channels import keep_watching
-from shared.upstream import Deadline
-from shared.web import Handled, endpoint, json_response, lower_headers
+from shared.clock import Deadline
+from shared.services.channels import keep_watching
+from shared.web.auth import require_scheduler_or_admin
+from shared.web.endpoint import Handled, endpoint, json_response, lower_headers
 
 BUDGET_SECONDS = 50.0
 """Inside Cloud Functions' default 60 s timeout, with room to answer."""

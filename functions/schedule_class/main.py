@@ -10,16 +10,16 @@ from __future__ import annotations
 import functions_framework
 from flask import Request
 
-from shared import logs, queue
-from shared.admin import require_tasks_or_admin
+from shared import logs
+from shared.adapters import cloud_tasks
+from shared.adapters.firestore import is_booking_id
+from shared.clock import Deadline
 from shared.config import get_settings
 from shared.errors import InvalidRequest, UsageLimitExceeded
-from shared.scheduling import finish_paid_booking
-from shared.store import is_booking_id
-from shared.upstream import Deadline
-from shared.web import Handled, endpoint, json_object, json_response, lower_headers, read_body
-
-MAX_BODY_BYTES = 4 * 1024
+from shared.services.scheduling import finish_paid_booking
+from shared.web.auth import require_tasks_or_admin
+from shared.web.endpoint import Handled, endpoint, json_response, lower_headers
+from shared.web.requests import json_object, read_body
 
 
 @functions_framework.http
@@ -30,7 +30,7 @@ def schedule_class(request: Request) -> Handled:
     deadline = Deadline(settings.handler_budget_seconds, wait_out_rate_limits=False)
     headers = lower_headers(request)
     logs.bind(caller=require_tasks_or_admin(headers, deadline, settings.schedule_class_url))
-    body = json_object(read_body(request, MAX_BODY_BYTES), request.content_type or "")
+    body = json_object(read_body(request), request.content_type or "")
     booking_id = body.get("bookingId")
     if not isinstance(booking_id, str) or not is_booking_id(booking_id):
         raise InvalidRequest("bookingId must name a booking", parameter="bookingId")
@@ -38,6 +38,6 @@ def schedule_class(request: Request) -> Handled:
     try:
         outcome = finish_paid_booking(booking_id, deadline)
     except UsageLimitExceeded as exc:
-        queue.pause_for_usage_limit(exc.message, deadline)
+        cloud_tasks.pause_for_usage_limit(exc.message, deadline)
         raise
     return Handled(json_response(outcome.as_json()), {"outcome": outcome.outcome})

@@ -10,28 +10,21 @@ from typing import Any
 
 import pytest
 
-from shared.bookings import (
-    REMOVE,
-    SERVER_TIME,
+from shared.adapters.google_calendar import class_event
+from shared.domain.admin_changes import decide_cancel, decide_reschedule
+from shared.domain.bookings import (
     TRANSITIONS,
     BookingStatus,
     CalendarStatus,
-    ClassEvent,
-    LatePolicy,
     Payment,
-    Session,
-    decide_cancel,
-    decide_event_change,
-    decide_leave,
-    decide_payment,
-    decide_reconcile,
-    decide_reschedule,
-    decide_seat,
-    decide_seat_joined,
-    decide_session_event_change,
     event_id_for_booking,
 )
-from shared.bookings import Booking as BookingValue
+from shared.domain.bookings import Booking as BookingValue
+from shared.domain.calendar_changes import decide_event_change, decide_session_event_change
+from shared.domain.lateness import LatePolicy
+from shared.domain.payments import decide_payment, decide_reconcile
+from shared.domain.seats import Session, decide_leave, decide_seat, decide_seat_joined
+from shared.domain.writes import REMOVE, SERVER_TIME
 from shared.errors import Conflict, InvalidRequest
 
 NOW = datetime(2026, 11, 29, 15, 0, tzinfo=UTC)
@@ -236,7 +229,7 @@ def test_a_reversal_of_a_scheduled_class_cancels_its_event(
     data = booking(status="scheduled", paymentId="111", googleEventId="e1", meetLink="m")
     decision = decide_payment(BOOKING, data, BOOKING, payment(status), now=NOW)
     assert decision.cancel_event == "e1"
-    decision = decision.with_cancelled(ClassEvent.from_event(event(id="e1", status="cancelled")))
+    decision = decision.with_cancelled(class_event(event(id="e1", status="cancelled")))
     assert decision.fields is not None
     assert decision.fields["status"] == ended
     assert decision.fields["calendarStatus"] == CalendarStatus.CANCELLED
@@ -271,7 +264,7 @@ def test_refund_during_event_creation_cancels_the_event_the_approval_created() -
     event_id = event_id_for_booking(BOOKING)
     decision = decide_payment(BOOKING, refunded, BOOKING, payment("refunded"), event_id, now=NOW)
     assert decision.cancel_event == event_id
-    decision = decision.with_cancelled(ClassEvent.from_event(event(status="cancelled")))
+    decision = decision.with_cancelled(class_event(event(status="cancelled")))
     assert decision.fields is not None
     assert decision.fields["calendarStatus"] == CalendarStatus.CANCELLED
 
@@ -297,7 +290,7 @@ def test_a_partial_refund_keeps_the_class_and_tells_an_admin_once() -> None:
 
 def test_a_created_event_schedules_the_booking_with_its_meet_link() -> None:
     decision = decide_payment(BOOKING, booking(), None, payment(), now=NOW)
-    scheduled = decision.with_event(ClassEvent.from_event(event()))
+    scheduled = decision.with_event(class_event(event()))
     assert scheduled.fields is not None
     assert scheduled.fields["status"] == BookingStatus.SCHEDULED
     assert scheduled.fields["meetLink"] == "https://meet.google.com/abc-defg-hij"
@@ -310,7 +303,7 @@ def test_a_created_event_schedules_the_booking_with_its_meet_link() -> None:
 def test_adopting_a_cancelled_event_cancels_the_paid_booking() -> None:
     data = booking(status="paid", paymentId="111", calendarStatus="pending_creation")
     decision = decide_payment(BOOKING, data, BOOKING, payment(), now=NOW)
-    cancelled = decision.with_event(ClassEvent.from_event(event(status="cancelled")))
+    cancelled = decision.with_event(class_event(event(status="cancelled")))
     assert cancelled.fields is not None
     assert cancelled.fields["status"] == BookingStatus.CANCELLED
     assert cancelled.fields["needsAttention"] == "event_cancelled"
@@ -321,7 +314,7 @@ def test_a_failed_meet_conference_needs_an_admin() -> None:
         hangoutLink=None, conferenceData={"createRequest": {"status": {"statusCode": "failure"}}}
     )
     scheduled = decide_payment(BOOKING, booking(), None, payment(), now=NOW).with_event(
-        ClassEvent.from_event(failed)
+        class_event(failed)
     )
     assert scheduled.fields is not None
     assert scheduled.fields["needsAttention"] == "meet_link_failed"
@@ -668,13 +661,13 @@ def test_a_seat_refunded_while_joining_is_taken_out_again() -> None:
     refunded = BookingValue.from_document(
         BOOKING, booking(sessionId="ses-1", status="refunded", paymentId="111")
     )
-    decision = decide_seat_joined(refunded, session(2), ClassEvent.from_event(event(id="evt")))
+    decision = decide_seat_joined(refunded, session(2), class_event(event(id="evt")))
     assert decision.leave_session == "ses-1" and decision.fields is None
 
 
 def test_a_seat_joining_a_session_cancelled_meanwhile_is_cancelled_for_an_admin() -> None:
     paid = BookingValue.from_document(BOOKING, booking(sessionId="ses-1", status="paid"))
-    cancelled = ClassEvent.from_event(event(id="evt", status="cancelled"))
+    cancelled = class_event(event(id="evt", status="cancelled"))
     decision = decide_seat_joined(paid, session(2, **{BOOKING: "held"}), cancelled)
     assert decision.outcome == "session_cancelled"
     assert decision.fields is not None

@@ -11,6 +11,8 @@ import requests
 from google.api_core import exceptions as gexc
 from googleapiclient.errors import HttpError
 
+from shared.adapters.boundary import Upstream, call, translate
+from shared.clock import Deadline
 from shared.errors import (
     CredentialsRejected,
     PermanentUpstreamError,
@@ -22,7 +24,6 @@ from shared.errors import (
     UpstreamNotFound,
     UsageLimitExceeded,
 )
-from shared.upstream import Deadline, Upstream, call, translate
 
 
 def calendar_error(status: int, reason: str = "") -> HttpError:

@@ -18,15 +18,13 @@ from typing import Any
 from flask import Request, Response
 
 from shared import logs
+from shared.config import get_settings
 from shared.errors import (
-    InvalidRequest,
     InvalidSettings,
     MethodNotAllowed,
-    PayloadTooLarge,
     PlatformError,
     ReauthorizationRequired,
     RequestError,
-    UnsupportedMediaType,
     http_answer,
 )
 
@@ -35,10 +33,8 @@ __all__ = [
     "Handler",
     "answer_error",
     "endpoint",
-    "json_object",
     "json_response",
     "lower_headers",
-    "read_body",
 ]
 
 
@@ -70,7 +66,8 @@ def endpoint(
         @functools.wraps(handler)
         def serve(request: Request) -> Response:
             started = time.monotonic()
-            with logs.request_context(request.headers.get("X-Cloud-Trace-Context")):
+            trace = request.headers.get("X-Cloud-Trace-Context")
+            with logs.request_context(trace, _project()):
                 try:
                     if request.method not in methods:
                         raise MethodNotAllowed(f"use {' or '.join(methods)}")
@@ -107,24 +104,17 @@ def endpoint(
     return decorate
 
 
+def _project() -> str:
+    """The project the trace belongs to; none while the settings are invalid (the request
+    answers 503 for that, and its line needs no trace)."""
+    try:
+        return get_settings().project_id
+    except InvalidSettings:
+        return ""
+
+
 def _since(started: float) -> int:
     return round((time.monotonic() - started) * 1000)
-
-
-def json_object(body: bytes, content_type: str) -> dict[str, Any]:
-    """A request body that must be one JSON object; anything else is a 4xx naming why.
-
-    `RecursionError` too: thousands of nested brackets fit in any body limit.
-    """
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise UnsupportedMediaType("the body must be application/json")
-    try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidRequest("the body is not valid JSON") from exc
-    if not isinstance(parsed, dict):
-        raise InvalidRequest("the body must be a JSON object")
-    return parsed
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -144,13 +134,3 @@ def answer_error(error: PlatformError, *, webhook: bool = False) -> Response:
 
 def lower_headers(request: Request) -> dict[str, str]:
     return {key.lower(): value for key, value in request.headers.items()}
-
-
-def read_body(request: Request, limit: int) -> bytes:
-    """At most `limit` bytes of the body; longer bodies are refused before being read."""
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"body larger than {limit} bytes")
-    body = request.stream.read(limit + 1)
-    if len(body) > limit:
-        raise PayloadTooLarge(f"body larger than {limit} bytes")
-    return body

@@ -27,31 +27,30 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared import clock, logs, queue, store
-from shared.bookings import (
+from shared import clock, logs
+from shared.adapters import cloud_tasks, firestore
+from shared.adapters.google_calendar import add_attendee, calendar_api, cancel_event, class_event
+from shared.clock import Deadline
+from shared.domain.bookings import (
     ENDED,
-    SERVER_TIME,
     Booking,
     CalendarStatus,
-    ClassEvent,
     ConferenceStatus,
     Issue,
     Person,
-    SeatStatus,
-    Session,
     conference_fields,
 )
-from shared.calendar import add_attendee, calendar_api, cancel_event
+from shared.domain.commands import PaymentNotification
+from shared.domain.seats import SeatStatus, Session
+from shared.domain.writes import SERVER_TIME
 from shared.errors import PermanentUpstreamError, PlatformError, TransientUpstreamError
-from shared.payments import PaymentNotification
-from shared.scheduling import (
+from shared.services.scheduling import (
     Outcome,
     Step,
     apply_payment_notification,
     finish_paid_booking,
     on_booking,
 )
-from shared.upstream import Deadline
 
 __all__ = ["PAGE_SIZE", "Reconciliation", "sweep"]
 
@@ -112,7 +111,7 @@ def sweep(deadline: Deadline, *, resume_queue: bool = False) -> Reconciliation:
     over (or at once with `resume_queue`: an admin says so)."""
     run = Reconciliation()
     try:
-        if queue.resume_if_due(deadline, now=resume_queue):
+        if cloud_tasks.resume_if_due(deadline, now=resume_queue):
             run.count("queue_resumed", Outcome("resumed", "", ""))
     except PlatformError as exc:
         logs.warning("the scheduling queue could not be resumed", detail=exc.message)
@@ -139,11 +138,13 @@ def _in_time(deadline: Deadline) -> None:
         raise _OutOfTime
 
 
-def _pages(kind: store.Backlog, deadline: Deadline, since: str = "") -> Iterator[store.BookingRead]:
+def _pages(
+    kind: firestore.Backlog, deadline: Deadline, since: str = ""
+) -> Iterator[firestore.BookingRead]:
     after = None
     while True:
         _in_time(deadline)
-        page = store.backlog_page(kind, after, PAGE_SIZE, deadline, since)
+        page = firestore.backlog_page(kind, after, PAGE_SIZE, deadline, since)
         yield from page
         if len(page) < PAGE_SIZE:
             return
@@ -154,12 +155,12 @@ def _pages(kind: store.Backlog, deadline: Deadline, since: str = "") -> Iterator
 
 
 def _each_booking(
-    run: Reconciliation, kind: store.Backlog, step: Callable[[], Step], deadline: Deadline
+    run: Reconciliation, kind: firestore.Backlog, step: Callable[[], Step], deadline: Deadline
 ) -> None:
     for first in _pages(kind, deadline):
         _in_time(deadline)
         try:
-            outcome = store.until_committed(
+            outcome = firestore.until_committed(
                 on_booking(first, step(), deadline), deadline, "reconcile booking"
             )
         except TransientUpstreamError:
@@ -169,36 +170,37 @@ def _each_booking(
 
 
 def _waiting_for_event(run: Reconciliation, deadline: Deadline) -> None:
-    for first in _pages(store.Backlog.WAITING_FOR_EVENT, deadline):
+    for first in _pages(firestore.Backlog.WAITING_FOR_EVENT, deadline):
         _in_time(deadline)
         try:
             outcome = finish_paid_booking(first.booking_id, deadline, first)
         except TransientUpstreamError:
             run.count(
-                store.Backlog.WAITING_FOR_EVENT.value, Outcome("retry_later", "", first.booking_id)
+                firestore.Backlog.WAITING_FOR_EVENT.value,
+                Outcome("retry_later", "", first.booking_id),
             )
             raise
-        run.count(store.Backlog.WAITING_FOR_EVENT.value, outcome)
+        run.count(firestore.Backlog.WAITING_FOR_EVENT.value, outcome)
 
 
 def _meet_pending(run: Reconciliation, deadline: Deadline) -> None:
-    _each_booking(run, store.Backlog.MEET_PENDING, lambda: _looking_at_meet, deadline)
+    _each_booking(run, firestore.Backlog.MEET_PENDING, lambda: _looking_at_meet, deadline)
 
 
-def _looking_at_meet(read: store.BookingRead, booking: Booking, deadline: Deadline) -> Outcome:
+def _looking_at_meet(read: firestore.BookingRead, booking: Booking, deadline: Deadline) -> Outcome:
     """One look at a conference that was still pending: no insert, no waiting."""
     still_pending = (read.data or {}).get("conferenceStatus") == ConferenceStatus.PENDING
     if not booking.google_event_id or not still_pending:
         return Outcome("settled_meanwhile", booking.payment_id, booking.id)
     try:
-        event = ClassEvent.from_event(calendar_api().get_event(booking.google_event_id, deadline))
+        event = class_event(calendar_api().get_event(booking.google_event_id, deadline))
     except PermanentUpstreamError as exc:
         logs.error("the booking's event cannot be read", booking_id=booking.id, detail=exc.message)
         return Outcome("calendar_rejected", booking.payment_id, booking.id)
     if event.meet_pending:
         return Outcome("meet_link_pending", booking.payment_id, booking.id, event)
     fields = {**conference_fields(event), "updatedAt": SERVER_TIME}
-    store.commit_booking(read, fields, "", deadline)
+    firestore.commit_booking(read, fields, "", deadline)
     return Outcome("meet_link_recorded", booking.payment_id, booking.id, event)
 
 
@@ -208,19 +210,21 @@ def _looking_at_meet(read: store.BookingRead, booking: Booking, deadline: Deadli
 def _payments_pending(run: Reconciliation, deadline: Deadline) -> None:
     """Mercado Pago may not notify every change: an old undecided payment is read again."""
     cutoff = clock.now() - PENDING_PAYMENT_AGE
-    for read in _pages(store.Backlog.PAYMENT_PENDING, deadline):
+    for read in _pages(firestore.Backlog.PAYMENT_PENDING, deadline):
         data = read.data or {}
         updated = data.get("updatedAt")
         if not data.get("paymentId") or (isinstance(updated, datetime) and updated > cutoff):
             continue
         _in_time(deadline)
         note = PaymentNotification(str(data["paymentId"]), "reconcile", "reconcile", "")
-        run.count(store.Backlog.PAYMENT_PENDING.value, apply_payment_notification(note, deadline))
+        run.count(
+            firestore.Backlog.PAYMENT_PENDING.value, apply_payment_notification(note, deadline)
+        )
 
 
 def _unknown_bookings(run: Reconciliation, deadline: Deadline) -> None:
     """A payment that arrived before its booking existed: apply it once the booking does."""
-    for issue_id, issue in store.open_issues("unknown_booking", PAGE_SIZE, deadline):
+    for issue_id, issue in firestore.open_issues("unknown_booking", PAGE_SIZE, deadline):
         _in_time(deadline)
         note = PaymentNotification(str(issue.get("paymentId") or ""), "reconcile", "reconcile", "")
         if not note.payment_id:
@@ -228,7 +232,7 @@ def _unknown_bookings(run: Reconciliation, deadline: Deadline) -> None:
         outcome = apply_payment_notification(note, deadline)
         run.count("unknown_booking", outcome)
         if outcome.outcome != "unknown_booking":
-            store.resolve_issue(issue_id, outcome.outcome, deadline)
+            firestore.resolve_issue(issue_id, outcome.outcome, deadline)
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -274,7 +278,7 @@ def _session_guests(run: Reconciliation, event: dict[str, Any], deadline: Deadli
     a guest with no seat (added by hand, or a refund whose removal failed) is reported."""
     _in_time(deadline)
     session_id = str(event["extendedProperties"]["private"]["sessionId"])
-    read = store.read_session(session_id, deadline)
+    read = firestore.read_session(session_id, deadline)
     if read.data is None:
         return
     session = Session.from_document(session_id, read.data)
@@ -294,7 +298,7 @@ def _session_guests(run: Reconciliation, event: dict[str, Any], deadline: Deadli
     for email in sorted(strangers):
         issue = Issue("attendee_without_seat", {"sessionId": session_id, "email": email})
         about = f"{session_id}-{hashlib.sha256(email.encode()).hexdigest()[:12]}"
-        store.record_issue(issue, "", deadline, about=about)
+        firestore.record_issue(issue, "", deadline, about=about)
         logs.warning("a session guest has no paid seat", session_id=session_id)
         run.count("attendee_without_seat", Outcome("reported", "", ""))
 
@@ -307,7 +311,7 @@ def _orphan_events(
     for first in range(0, len(ids), PAGE_SIZE):
         _in_time(deadline)
         chunk = ids[first : first + PAGE_SIZE]
-        found = store.read_bookings(chunk, deadline)
+        found = firestore.read_bookings(chunk, deadline)
         for booking_id in chunk:
             event_id = str(named[booking_id].get("id") or "")
             read = found.get(booking_id)
@@ -324,7 +328,7 @@ def _orphan_events(
 def _missing_events(run: Reconciliation, deadline: Deadline) -> None:
     """Upcoming scheduled classes whose event no longer exists: an admin must look."""
     since = (clock.now().astimezone(clock.ZONE) - EVENT_WINDOW[0]).strftime("%Y-%m-%dT%H:%M:%S")
-    for read in _pages(store.Backlog.UPCOMING, deadline, since):
+    for read in _pages(firestore.Backlog.UPCOMING, deadline, since):
         data = read.data or {}
         event_id = str(data.get("googleEventId") or "")
         if not event_id or data.get("calendarStatus") == CalendarStatus.MISSING:
@@ -338,8 +342,8 @@ def _missing_events(run: Reconciliation, deadline: Deadline) -> None:
             "updatedAt": SERVER_TIME,
         }
         try:
-            store.commit_booking(read, fields, "", deadline)
-        except store.Contended:
+            firestore.commit_booking(read, fields, "", deadline)
+        except firestore.Contended:
             continue  # written meanwhile: the next run looks again
         logs.error("a scheduled class has no event", booking_id=read.booking_id)
         run.count("event_missing", Outcome("flagged", "", read.booking_id))

@@ -15,32 +15,27 @@ from typing import Any
 from mercadopago.webhook import InvalidWebhookSignatureError, WebhookSignatureValidator
 
 from shared import clock
-from shared.bookings import Payment, amount_of
-from shared.clients import http_session
+from shared.adapters.boundary import Upstream, call
+from shared.adapters.clients import http_session
+from shared.adapters.secret_manager import matching_secret, read_secret
+from shared.clock import Deadline
 from shared.config import get_settings
+from shared.domain.bookings import Payment, amount_of
 from shared.errors import (
     CredentialsRejected,
-    InvalidRequest,
     Unauthenticated,
 )
-from shared.secrets import matching_secret, read_secret
-from shared.upstream import Deadline, Upstream, call
-from shared.web import json_object
 
 __all__ = [
-    "MAX_BODY_BYTES",
-    "IgnoredNotification",
-    "PaymentNotification",
     "Refund",
-    "parse_notification",
+    "payment_from_api",
     "read_payment",
     "refund_payment",
     "signature_parts",
+    "verify_signature",
 ]
 
-MAX_BODY_BYTES = 64 * 1024
 MAX_SIGNATURE_CHARS = 256
-_PAYMENT_ID = re.compile(r"[0-9]{1,20}")  # ASCII digits: str.isdigit accepts "²" and "١٢٣"
 _SIGNATURE_TS = re.compile(r"[0-9]{1,16}")  # seconds or milliseconds
 _SIGNATURE_V1 = re.compile(r"[0-9a-fA-F]{64}")  # hex HMAC-SHA256
 
@@ -59,81 +54,6 @@ def payment_from_api(raw: dict[str, Any]) -> Payment:
         date_approved=raw.get("date_approved"),
         amount_refunded=amount_of(raw.get("transaction_amount_refunded")) or Decimal(0),
     )
-
-
-@dataclass(frozen=True)
-class PaymentNotification:
-    """A delivery that names a payment; `source` is "webhook" or "ipn"."""
-
-    payment_id: str
-    source: str
-    action: str
-    request_id: str
-
-
-@dataclass(frozen=True)
-class IgnoredNotification:
-    """A delivery about something other than a payment (merchant orders, tests...)."""
-
-    topic: str
-
-
-def parse_notification(
-    args: dict[str, str],
-    headers: dict[str, str],
-    body: bytes,
-    content_type: str,
-    *,
-    deadline: Deadline | None = None,
-    now: float | None = None,
-) -> PaymentNotification | IgnoredNotification:
-    """Authenticate and parse one delivery; raises a `RequestError` for anything bad.
-
-    `headers` must have lower-case keys. Nothing here touches Firestore or Mercado Pago,
-    so a rejected delivery has read and written nothing; reading the webhook secret stays
-    within `deadline`.
-    """
-    if len(body) > MAX_BODY_BYTES:
-        raise InvalidRequest("notification body is too large")
-    settings = get_settings()
-    topic = args.get("topic")
-    if topic is not None and "data.id" not in args:
-        # Legacy IPN: `?topic=payment&id=...`, no body worth reading and no signature.
-        if topic != "payment":
-            return IgnoredNotification(topic or "unknown")
-        payment_id = _payment_id(args.get("id"))
-        if headers.get("x-signature"):
-            _verify_signature(headers, args.get("id"), deadline, now)
-        elif not settings.accept_unsigned_ipn:
-            raise Unauthenticated("unsigned IPN deliveries are not accepted here")
-        return PaymentNotification(payment_id, "ipn", "ipn", headers.get("x-request-id", ""))
-
-    _verify_signature(headers, args.get("data.id"), deadline, now)
-    payload = json_object(body, content_type) if body.strip() else {}
-    kind = str(args.get("type") or payload.get("type") or "unknown")
-    if kind != "payment":
-        return IgnoredNotification(kind)
-    data = payload["data"] if isinstance(payload.get("data"), dict) else {}
-    body_id = data.get("id")
-    query_id = args.get("data.id")
-    if not query_id:
-        raise InvalidRequest("data.id is missing from the query string (the signed id)")
-    if body_id is not None and str(body_id) != query_id:
-        raise InvalidRequest("data.id differs between query string and body")
-    return PaymentNotification(
-        _payment_id(query_id),
-        "webhook",
-        str(payload.get("action") or "payment"),
-        headers.get("x-request-id", ""),
-    )
-
-
-def _payment_id(raw: Any) -> str:
-    """Mercado Pago payment ids are numbers: anything else is refused before any call."""
-    value = str(raw or "").strip()
-    if not _PAYMENT_ID.fullmatch(value):
-        raise InvalidRequest("notification does not name a valid payment id (ASCII digits)")
-    return value
 
 
 def signature_parts(header: str) -> tuple[str, str]:
@@ -157,7 +77,7 @@ def signature_parts(header: str) -> tuple[str, str]:
     return ts, v1
 
 
-def _verify_signature(
+def verify_signature(
     headers: dict[str, str], data_id: str | None, deadline: Deadline | None, now: float | None
 ) -> None:
     """Check `x-signature` with the webhook secret, in constant time, against replays.

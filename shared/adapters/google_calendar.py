@@ -19,17 +19,20 @@ import google_auth_httplib2
 import httplib2
 from googleapiclient import discovery
 
-from shared.bookings import (
+from shared.adapters.boundary import Upstream, call
+from shared.adapters.clients import lazy
+from shared.adapters.google_credentials import calendar_credentials
+from shared.clock import Deadline
+from shared.config import get_settings
+from shared.domain.bookings import (
     Booking,
     CalendarStatus,
     ClassEvent,
+    ConferenceStatus,
     Person,
-    Session,
     event_id_for_booking,
-    event_id_for_session,
 )
-from shared.clients import lazy
-from shared.config import get_settings
+from shared.domain.seats import Session, event_id_for_session
 from shared.errors import (
     PermanentUpstreamError,
     UpstreamConflict,
@@ -37,8 +40,6 @@ from shared.errors import (
     UpstreamNotFound,
     UpstreamPreconditionFailed,
 )
-from shared.tokens import calendar_credentials
-from shared.upstream import Deadline, Upstream, call
 
 __all__ = [
     "MEET",
@@ -47,6 +48,7 @@ __all__ = [
     "add_attendee",
     "calendar_api",
     "cancel_event",
+    "class_event",
     "class_event_body",
     "ensure_class_event",
     "ensure_session_event",
@@ -61,6 +63,34 @@ SEAT_SEND_UPDATES = "none"
 to email only that student: `all` would email every enrolled student each time (and burn
 the external-invitation limit in a burst), so nobody is emailed and the platform's mailer
 tells the one student (`seat_notices`). See docs/calendar-invitations.md."""
+
+
+def class_event(event: dict[str, Any]) -> ClassEvent:
+    """What a booking keeps of a Calendar event: its id, status, links, the Meet
+    conference's state, the booking it names, and its version."""
+    conference = event.get("conferenceData") or {}
+    status = ((conference.get("createRequest") or {}).get("status") or {}).get("statusCode")
+    meet = event.get("hangoutLink") or next(
+        (
+            entry.get("uri", "")
+            for entry in conference.get("entryPoints", [])
+            if entry.get("entryPointType") == "video"
+        ),
+        "",
+    )
+    private = (event.get("extendedProperties") or {}).get("private") or {}
+    return ClassEvent(
+        event_id=str(event.get("id", "")),
+        status=str(event.get("status") or CalendarStatus.CONFIRMED),
+        html_link=str(event.get("htmlLink") or ""),
+        meet_link=str(meet or ""),
+        conference_status=str(
+            status or (ConferenceStatus.SUCCESS if meet else ConferenceStatus.NONE)
+        ),
+        booking_id=str(private.get("bookingId") or ""),
+        updated=str(event.get("updated") or ""),
+        etag=str(event.get("etag") or ""),
+    )
 
 
 def _event_body(
@@ -327,9 +357,9 @@ def ensure_class_event(booking: Booking, payment_id: str, deadline: Deadline) ->
     api = calendar_api()
     body = class_event_body(booking, payment_id)
     try:
-        event = ClassEvent.from_event(api.insert_event(body, deadline))
+        event = class_event(api.insert_event(body, deadline))
     except UpstreamConflict:
-        event = ClassEvent.from_event(api.get_event(body["id"], deadline))
+        event = class_event(api.get_event(body["id"], deadline))
     if event.booking_id and event.booking_id != booking.id:
         raise PermanentUpstreamError(f"event {event.event_id} belongs to another booking")
     return event
@@ -340,23 +370,21 @@ def cancel_event(event_id: str, deadline: Deadline) -> ClassEvent | None:
     (None when it does not exist), so a repeated cancel emails nobody twice."""
     api = calendar_api()
     try:
-        event = ClassEvent.from_event(api.get_event(event_id, deadline))
+        event = class_event(api.get_event(event_id, deadline))
     except (UpstreamNotFound, UpstreamGone):
         return None
     if event.status == CalendarStatus.CANCELLED:
         return event
-    return ClassEvent.from_event(api.patch_event(event_id, {"status": "cancelled"}, deadline))
+    return class_event(api.patch_event(event_id, {"status": "cancelled"}, deadline))
 
 
-def move_event(
-    booking: Booking, start: datetime, end: datetime, deadline: Deadline
-) -> dict[str, Any]:
+def move_event(booking: Booking, start: datetime, end: datetime, deadline: Deadline) -> ClassEvent:
     """Move the booking's event to new times (the guests are told; the Meet link stays)."""
     changes = {
         "start": {"dateTime": start.isoformat(), "timeZone": booking.time_zone},
         "end": {"dateTime": end.isoformat(), "timeZone": booking.time_zone},
     }
-    return calendar_api().patch_event(booking.google_event_id, changes, deadline)
+    return class_event(calendar_api().patch_event(booking.google_event_id, changes, deadline))
 
 
 def ensure_session_event(session: Session, deadline: Deadline) -> ClassEvent:
@@ -364,9 +392,9 @@ def ensure_session_event(session: Session, deadline: Deadline) -> ClassEvent:
     api = calendar_api()
     body = session_event_body(session)
     try:
-        return ClassEvent.from_event(api.insert_event(body, deadline))
+        return class_event(api.insert_event(body, deadline))
     except UpstreamConflict:
-        return ClassEvent.from_event(api.get_event(body["id"], deadline))
+        return class_event(api.get_event(body["id"], deadline))
 
 
 def _change_attendees(
@@ -384,10 +412,10 @@ def _change_attendees(
         except (UpstreamNotFound, UpstreamGone):
             return None
         if event.get("status") == "cancelled":
-            return ClassEvent.from_event(event)  # a cancelled class takes no guests
+            return class_event(event)  # a cancelled class takes no guests
         changed = change(list(event.get("attendees") or []))
         if changed is None:
-            return ClassEvent.from_event(event)  # nothing to do: already as wanted
+            return class_event(event)  # nothing to do: already as wanted
         try:
             patched = api.patch_event(
                 event_id,
@@ -398,7 +426,7 @@ def _change_attendees(
             )
         except UpstreamPreconditionFailed:
             continue  # another seat changed the guest list: read it again
-        return ClassEvent.from_event(patched)
+        return class_event(patched)
 
 
 def add_attendee(

@@ -31,25 +31,23 @@ from google.auth import credentials as ga_credentials
 from google.auth import exceptions as ga_exceptions
 from google.auth import iam
 from google.auth.transport import Request
-from google.cloud import firestore
 
-from shared import logs, store
-from shared.bookings import SERVER_TIME
-from shared.clients import firestore_client, lazy
+from shared import logs
+from shared.adapters import firestore
+from shared.adapters.boundary import Upstream, translate
+from shared.adapters.clients import lazy
+from shared.adapters.secret_manager import add_secret_version, read_secret
+from shared.clock import Deadline
 from shared.config import get_settings
+from shared.domain.writes import SERVER_TIME
 from shared.errors import PlatformError, ReauthorizationRequired
-from shared.secrets import add_secret_version, read_secret
-from shared.upstream import Deadline, Upstream, translate
 
 __all__ = [
     "CALENDAR_SCOPES",
-    "INTEGRATION_COLLECTION",
-    "INTEGRATION_ID",
     "RefreshTokenCredentials",
     "ServiceAccountCredentials",
     "calendar_credentials",
     "forget_calendar_grant",
-    "integration_status_ref",
     "oauth_client_config",
     "record_integration_status",
 ]
@@ -58,8 +56,6 @@ CALENDAR_SCOPES: tuple[str, ...] = (
     "https://www.googleapis.com/auth/calendar.events",
     "https://www.googleapis.com/auth/calendar.readonly",
 )
-INTEGRATION_COLLECTION = "integrations"
-INTEGRATION_ID = "google_calendar"
 STATUS_BUDGET_SECONDS = 3.0
 """The status document is best effort: it must not hold up the call that reports it."""
 RECHECK_SECONDS = 5.0
@@ -73,16 +69,11 @@ def oauth_client_config() -> dict[str, Any]:
     return client
 
 
-def integration_status_ref() -> firestore.DocumentReference:
-    """The document admins read to know whether Calendar access works (never a token)."""
-    return firestore_client().collection(INTEGRATION_COLLECTION).document(INTEGRATION_ID)
-
-
 def record_integration_status(fields: dict[str, Any]) -> None:
     """Merge `fields` into the status document; best effort, a failure only logs."""
     try:
-        store.set_document(
-            integration_status_ref(),
+        firestore.set_document(
+            firestore.integration_status_ref(),
             {**fields, "updatedAt": SERVER_TIME},
             Deadline(STATUS_BUDGET_SECONDS),
             "record integration status",
@@ -140,14 +131,14 @@ class _OneRefreshAtATime(ga_credentials.Credentials):
         self.expiry = None
         if not self._reported:
             self._reported = True
-            logs.error(message, integration=INTEGRATION_ID, **status)
+            logs.error(message, integration="google_calendar", **status)
             record_integration_status({**status, "unusableSince": SERVER_TIME, "detail": message})
         return ReauthorizationRequired(message)
 
     def _usable_again(self, **status: Any) -> None:
         if self._reported:
             self._reported = False
-            logs.info("Google Calendar authorization works again", integration=INTEGRATION_ID)
+            logs.info("Google Calendar authorization works again", integration="google_calendar")
             record_integration_status({**status, "unusableSince": None, "detail": None})
 
 

@@ -25,31 +25,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import requests
-from google_auth_oauthlib.flow import Flow
-from oauthlib.oauth2.rfc6749.errors import OAuth2Error
-
-from shared import clock, logs, store
-from shared.admin import Admin, verify_id_token
-from shared.bookings import SERVER_TIME
-from shared.calendar import calendar_api
-from shared.clients import firestore_client
+from shared import clock, logs
+from shared.adapters import firestore, google_oauth
+from shared.adapters.google_calendar import calendar_api
+from shared.adapters.google_credentials import (
+    CALENDAR_SCOPES,
+    forget_calendar_grant,
+    oauth_client_config,
+)
+from shared.adapters.id_tokens import Admin, verify_id_token
+from shared.adapters.secret_manager import add_secret_version, matching_secret, read_secret
+from shared.clock import Deadline
 from shared.config import get_settings
+from shared.domain.writes import SERVER_TIME
 from shared.errors import (
+    GrantRefused,
     PermanentUpstreamError,
     PlatformError,
     TransientUpstreamError,
     Unauthenticated,
     UpstreamNotFound,
 )
-from shared.secrets import add_secret_version, matching_secret, read_secret
-from shared.tokens import (
-    CALENDAR_SCOPES,
-    forget_calendar_grant,
-    integration_status_ref,
-    oauth_client_config,
-)
-from shared.upstream import Deadline
 
 __all__ = [
     "ConsentOutcome",
@@ -61,7 +57,6 @@ __all__ = [
     "start_consent",
 ]
 
-STATE_COLLECTION = "oauth_states"
 STATE_LIFETIME_SECONDS = 600
 EMAIL_SCOPE = "https://www.googleapis.com/auth/userinfo.email"
 # Long scope names: Google answers "email" as EMAIL_SCOPE, which oauthlib calls a change.
@@ -145,8 +140,8 @@ def start_consent(admin: Admin) -> ConsentStart:
     nonce = secrets.token_urlsafe(24)
     expires_at = int(clock.now().timestamp()) + STATE_LIFETIME_SECONDS
     expiry = datetime.fromtimestamp(expires_at, UTC)
-    store.create(
-        firestore_client().collection(STATE_COLLECTION).document(nonce),
+    firestore.create(
+        firestore.oauth_state_ref(nonce),
         {
             "requestedBy": admin.identity,
             "createdAt": SERVER_TIME,
@@ -155,15 +150,12 @@ def start_consent(admin: Admin) -> ConsentStart:
         Deadline(settings.handler_budget_seconds),
         "record OAuth state",
     )
-    # The Flow derives the S256 challenge from our verifier (recomputed at the callback).
-    flow = _flow(list(CONSENT_SCOPES), _code_verifier(key, nonce))
-    extra = {"login_hint": admin.identity} if admin.method == "id_token" else {}
-    url, _ = flow.authorization_url(
-        access_type="offline",
-        prompt="consent",
-        include_granted_scopes="true",
-        state=sign_state(key, nonce, expires_at),
-        **extra,
+    url = google_oauth.consent_url(
+        list(CONSENT_SCOPES),
+        _code_verifier(key, nonce),
+        sign_state(key, nonce, expires_at),
+        _redirect_uri(),
+        login_hint=admin.identity if admin.method == "id_token" else "",
     )
     logs.info("calendar consent started", requested_by=admin.identity)
     return ConsentStart(url, expiry)
@@ -232,7 +224,7 @@ def _check_state(state: str) -> tuple[str, str, str] | ConsentOutcome:
         return ConsentOutcome.INVALID_STATE
     if expires_at < clock.now().timestamp():
         return ConsentOutcome.EXPIRED_STATE
-    ref = firestore_client().collection(STATE_COLLECTION).document(nonce)
+    ref = firestore.oauth_state_ref(nonce)
 
     def consume(
         record: dict[str, Any],
@@ -244,53 +236,20 @@ def _check_state(state: str) -> tuple[str, str, str] | ConsentOutcome:
         return {"usedAt": SERVER_TIME}, (nonce, str(record.get("requestedBy") or ""))
 
     deadline = Deadline(get_settings().handler_budget_seconds)
-    result = store.update_if_unchanged(ref, consume, deadline, "consume OAuth state")
+    result = firestore.update_if_unchanged(ref, consume, deadline, "consume OAuth state")
     return result if isinstance(result, ConsentOutcome) else (key, *result)
 
 
-def _flow(scopes: list[str] | None, verifier: str) -> Flow:
-    """google-auth-oauthlib's Flow for our client, redirect URI and PKCE verifier."""
-    settings = get_settings()
-    client = oauth_client_config()
-    config = {
-        "web": {
-            "client_id": client["client_id"],
-            "client_secret": client["client_secret"],
-            "auth_uri": settings.oauth_auth_uri,
-            "token_uri": settings.oauth_token_uri,
-        }
-    }
-    return Flow.from_client_config(
-        config,
-        scopes=scopes,
-        redirect_uri=_redirect_uri(),
-        code_verifier=verifier,
-        autogenerate_code_verifier=False,
-    )
-
-
 def _exchange(code: str, verifier: str) -> dict[str, Any] | ConsentResult:
-    """Trade the code for tokens at the configured token URI (google-auth-oauthlib)."""
-    settings = get_settings()
-    # No scopes here: Google may grant fewer (unticked boxes) or more
-    # (include_granted_scopes) than asked, and the granted ones are checked below.
-    flow = _flow(None, verifier)
+    """Trade the code for tokens; a code Google refuses ends the consent, not the request."""
     try:
-        token: dict[str, Any] = flow.fetch_token(
-            code=code, timeout=settings.upstream_timeout_seconds
-        )
-    except OAuth2Error as exc:
-        if exc.error in ("server_error", "temporarily_unavailable"):
-            raise TransientUpstreamError("Google token endpoint unavailable") from exc
+        return google_oauth.exchange_code(code, verifier, _redirect_uri())
+    except GrantRefused as exc:
+        error = str(exc.details.get("error") or "token_error")
         outcome = (
-            ConsentOutcome.CODE_REJECTED
-            if exc.error == "invalid_grant"
-            else ConsentOutcome.OAUTH_ERROR
+            ConsentOutcome.CODE_REJECTED if error == "invalid_grant" else ConsentOutcome.OAUTH_ERROR
         )
-        return _refused(outcome, str(exc.error or "token_error"))
-    except requests.RequestException as exc:
-        raise TransientUpstreamError("Google token endpoint unreachable") from exc
-    return token
+        return _refused(outcome, error)
 
 
 def _may_edit_calendar(access_token: str) -> bool:
@@ -340,8 +299,8 @@ def _connect(
         "calendarId": settings.calendar_id,
         "secretVersion": version,
     }
-    store.set_document(
-        integration_status_ref(),
+    firestore.set_document(
+        firestore.integration_status_ref(),
         status,
         Deadline(settings.handler_budget_seconds),
         "record calendar connection",

@@ -17,53 +17,38 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-import re
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
-
-from shared import clock, logs, store
-from shared.bookings import APPROVED, SERVER_TIME, BookingStatus
-from shared.clients import firestore_client
-from shared.clock import ZONE, local_iso, zone_named
+from shared import clock, logs
+from shared.adapters import firestore
+from shared.clock import ZONE, Deadline, local_iso, zone_named
+from shared.domain.bookings import APPROVED, BookingStatus
+from shared.domain.commands import HandledRequest
+from shared.domain.writes import SERVER_TIME
 from shared.errors import (
     Conflict,
-    InvalidRequest,
     NotFound,
     UpstreamConflict,
 )
-from shared.upstream import Deadline
-from shared.web import json_object
 
 __all__ = [
-    "ATTENTION_HANDLED",
     "BOOKING_LIMIT",
     "ISSUE_LIMIT",
-    "MAX_BODY_BYTES",
-    "HandledRequest",
     "booking_item",
     "issue_item",
     "mark_handled",
-    "parse_handled",
     "read_attention",
 ]
 
-ATTENTION_HANDLED = "attention_handled"
 BOOKING_LIMIT = 300
 """Bookings read per view: every booking that ever needed attention keeps its field, so the
 query is bounded and the answer says when it was cut (`truncated`)."""
 ISSUE_LIMIT = 200
 """The most recent payment issues read per view."""
 HANDLED_SHOWN = 50
-MAX_BODY_BYTES = 4 * 1024
-MAX_NOTE_CHARS = 500
-_KIND = re.compile(r"[a-z0-9_]{1,64}")
-_SOURCES = {"booking": "booking", "issue": "payment_issue"}
 BOOKING_FIELDS = (
     "needsAttention",
     "classTitle",
@@ -89,39 +74,21 @@ BOOKING_FIELDS = (
 _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="attention")
 
 
-@dataclass(frozen=True)
-class HandledRequest:
-    """`{"action": "mark_handled", "itemId", "kind", "note"?}`, validated."""
-
-    item_id: str
-    source: str
-    document_id: str
-    kind: str
-    note: str
-
-
 # -- reading ------------------------------------------------------------------------------
 
 
 def read_attention(deadline: Deadline) -> dict[str, Any]:
     """Open items (newest first) and the ones handled lately, each with its actions."""
-    flagged = (
-        store.bookings()
-        .where(filter=FieldFilter("needsAttention", "!=", None))
-        .select(list(BOOKING_FIELDS))
-        .limit(BOOKING_LIMIT + 1)
-    )
-    recent = (
-        _issues().order_by("createdAt", direction=firestore.Query.DESCENDING).limit(ISSUE_LIMIT + 1)
-    )
-    bookings = _background(lambda: store.stream(flagged, deadline, "read bookings to look at"))
-    issues = store.stream(recent, deadline, "read payment issues")
+    flagged = firestore.bookings_needing_attention(BOOKING_FIELDS, BOOKING_LIMIT + 1)
+    recent = firestore.recent_issues(ISSUE_LIMIT + 1)
+    bookings = _background(lambda: firestore.stream(flagged, deadline, "read bookings to look at"))
+    issues = firestore.stream(recent, deadline, "read payment issues")
     booking_snaps = bookings.result()
     truncated = len(booking_snaps) > BOOKING_LIMIT or len(issues) > ISSUE_LIMIT
     items = [booking_item(s.id, s.to_dict() or {}) for s in booking_snaps[:BOOKING_LIMIT]]
     items += [issue_item(s.id, s.to_dict() or {}) for s in issues[:ISSUE_LIMIT]]
     items = [item for item in items if item["kind"]]
-    markers = store.get_many(
+    markers = firestore.get_many(
         [_marker_ref(item["id"], item["kind"]) for item in items],
         deadline,
         "read handled markers",
@@ -256,42 +223,15 @@ def _handled(marker: dict[str, Any]) -> dict[str, Any]:
 # -- marking handled ------------------------------------------------------------------------
 
 
-def parse_handled(body: bytes, content_type: str) -> HandledRequest:
-    """The request's JSON, field by field; anything wrong is a 400 naming the field."""
-    raw = json_object(body, content_type)
-    if raw.get("action") != "mark_handled":
-        raise InvalidRequest("action must be mark_handled", parameter="action")
-    unknown = sorted(set(raw) - {"action", "itemId", "kind", "note"})
-    if unknown:
-        raise InvalidRequest(f"unknown field: {unknown[0]}", parameter=unknown[0])
-    item_id = raw.get("itemId")
-    if not isinstance(item_id, str):
-        item_id = ""
-    prefix, _, document_id = item_id.partition(":")
-    if prefix not in _SOURCES or not store.is_booking_id(document_id):
-        raise InvalidRequest(
-            "itemId must be booking:<booking id> or issue:<issue id>", parameter="itemId"
-        )
-    kind = raw.get("kind")
-    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
-        raise InvalidRequest("kind must be the item's kind, as listed", parameter="kind")
-    note = raw.get("note", "")
-    if not isinstance(note, str) or len(note) > MAX_NOTE_CHARS:
-        raise InvalidRequest(
-            f"note must be text of at most {MAX_NOTE_CHARS} characters", parameter="note"
-        )
-    return HandledRequest(item_id, _SOURCES[prefix], document_id, kind, note.strip())
-
-
 def mark_handled(request: HandledRequest, admin: str, deadline: Deadline) -> dict[str, Any]:
     """Record that `admin` dealt with the item as it is now; the same request again answers
     the marker already made (who and when stay the first ones)."""
     ref = (
-        store.booking_ref(request.document_id)
+        firestore.booking_ref(request.document_id)
         if request.source == "booking"
-        else _issues().document(request.document_id)
+        else firestore.issue_ref(request.document_id)
     )
-    snap = store.get(ref, deadline, "read the item to mark handled")
+    snap = firestore.get(ref, deadline, "read the item to mark handled")
     data = snap.to_dict() or {} if snap.exists else None
     if data is None:
         raise NotFound("no such item", itemId=request.item_id)
@@ -314,12 +254,12 @@ def mark_handled(request: HandledRequest, admin: str, deadline: Deadline) -> dic
         "note": request.note or None,
     }
     try:
-        store.create(marker, document, deadline, "mark attention item handled")
+        firestore.create(marker, document, deadline, "mark attention item handled")
         outcome = "handled"
     except UpstreamConflict:
         outcome = "already_handled"  # the first marker stays: who dealt with it, and when
     logs.info("attention item marked", item=request.item_id, kind=request.kind, outcome=outcome)
-    made = store.get(marker, deadline, "read handled marker")
+    made = firestore.get(marker, deadline, "read handled marker")
     return {
         "itemId": request.item_id,
         "kind": request.kind,
@@ -328,14 +268,10 @@ def mark_handled(request: HandledRequest, admin: str, deadline: Deadline) -> dic
     }
 
 
-def _issues() -> firestore.CollectionReference:
-    return firestore_client().collection(store.PAYMENT_ISSUES)
-
-
-def _marker_ref(item_id: str, kind: str) -> firestore.DocumentReference:
+def _marker_ref(item_id: str, kind: str) -> Any:
     """One marker per item and kind; hashed, because booking ids may be long."""
     key = hashlib.sha256(f"{item_id}\n{kind}".encode()).hexdigest()[:40]
-    return firestore_client().collection(ATTENTION_HANDLED).document(key)
+    return firestore.handled_marker_ref(key)
 
 
 def _background[R](work: Callable[[], R]) -> Future[R]:

@@ -13,10 +13,11 @@ from collections.abc import Callable
 
 from google.cloud import secretmanager
 
-from shared.clients import on_reset, secret_manager_client
+from shared.adapters.boundary import Upstream, call
+from shared.adapters.clients import on_reset, secret_manager_client
+from shared.clock import Deadline
 from shared.config import get_settings
 from shared.errors import CredentialsRejected, TransientUpstreamError
-from shared.upstream import Deadline, Upstream, call
 
 __all__ = [
     "CACHE_SECONDS",

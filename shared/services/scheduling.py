@@ -2,11 +2,11 @@
 
 Each path reads, decides, writes, entering each module once:
 
-    payments.read_payment -> store.read_booking_for_payment -> bookings.decide_payment
-    -> calendar.ensure_class_event (when the class needs its event) -> store.commit_booking
+    payments.read_payment -> firestore.read_booking_for_payment -> bookings.decide_payment
+    -> calendar.ensure_class_event (when the class needs its event) -> firestore.commit_booking
 
 The commit is guarded by the booking's update time (and creates the payment's claim), so
-a concurrent delivery that wrote first makes it fail; `store.until_committed` then runs the
+a concurrent delivery that wrote first makes it fail; `firestore.until_committed` then runs the
 path again from fresh Firestore reads (the payment read once per delivery) and finds the
 booking scheduled (or refunded). The event id is derived from the booking, so a second
 attempt adopts the event the first created.
@@ -20,42 +20,41 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared import clock, logs, queue, store
-from shared.bookings import (
-    SERVER_TIME,
+from shared import clock, logs
+from shared.adapters import cloud_tasks, firestore
+from shared.adapters.google_calendar import (
+    add_attendee,
+    calendar_api,
+    cancel_event,
+    class_event,
+    ensure_class_event,
+    remove_attendee,
+)
+from shared.adapters.mercadopago import read_payment, refund_payment
+from shared.clock import Deadline
+from shared.config import get_settings
+from shared.domain.bookings import (
     Booking,
     BookingStatus,
     CalendarStatus,
     ClassEvent,
     Decision,
     InvalidBooking,
-    LatePolicy,
     Person,
-    Session,
     conference_fields,
-    decide_leave,
-    decide_payment,
-    decide_reconcile,
-    decide_seat,
-    decide_seat_joined,
     refund_key,
 )
-from shared.calendar import (
-    add_attendee,
-    calendar_api,
-    cancel_event,
-    ensure_class_event,
-    remove_attendee,
-)
-from shared.config import get_settings
+from shared.domain.commands import PaymentNotification
+from shared.domain.lateness import LatePolicy
+from shared.domain.payments import decide_payment, decide_reconcile
+from shared.domain.seats import Session, decide_leave, decide_seat, decide_seat_joined
+from shared.domain.writes import SERVER_TIME
 from shared.errors import (
     PermanentUpstreamError,
     PlatformError,
     TransientUpstreamError,
     UpstreamNotFound,
 )
-from shared.payments import PaymentNotification, read_payment, refund_payment
-from shared.upstream import Deadline
 
 __all__ = [
     "Outcome",
@@ -122,7 +121,7 @@ def apply_payment_notification(note: PaymentNotification, deadline: Deadline) ->
 
     def attempt() -> Outcome:
         nonlocal created, refund
-        read = store.read_booking_for_payment(
+        read = firestore.read_booking_for_payment(
             payment.id, payment.external_reference, preference_id, deadline
         )
         if read.data is not None:
@@ -132,7 +131,7 @@ def apply_payment_notification(note: PaymentNotification, deadline: Deadline) ->
             read.booking_id, read.data, read.claimed_by, payment, created, now=now, late=late
         )
         decision, session = with_session(decision, deadline, now)
-        if decision.create_event and queue.scheduling_enabled():
+        if decision.create_event and cloud_tasks.scheduling_enabled():
             # Paid now; the queue creates the event at Calendar's pace (schedule_class).
             reason = "queued for Google Calendar"
             decision = decision.without_event("queued", reason, CalendarStatus.PENDING_CREATION)
@@ -145,12 +144,12 @@ def apply_payment_notification(note: PaymentNotification, deadline: Deadline) ->
         refund = read.booking_id if decision.refund else ""
         return Outcome(decision.outcome, payment.id, read.booking_id, decision.event)
 
-    outcome = store.until_committed(attempt, deadline, "apply payment")
+    outcome = firestore.until_committed(attempt, deadline, "apply payment")
     if refund:
         refund_payment(outcome.payment_id, refund_key(refund), deadline)
-    queued = queue.scheduling_enabled()
+    queued = cloud_tasks.scheduling_enabled()
     if outcome.outcome == "queued" or (outcome.outcome == "seat_held" and queued):
-        queue.enqueue_class(outcome.booking_id, deadline)
+        cloud_tasks.enqueue_class(outcome.booking_id, deadline)
     elif outcome.outcome == "seat_held":
         outcome = join_session(outcome, deadline)
     if outcome.event is not None and outcome.event.meet_pending:
@@ -161,13 +160,13 @@ def apply_payment_notification(note: PaymentNotification, deadline: Deadline) ->
 
 def with_session(
     decision: Decision, deadline: Deadline, now: datetime
-) -> tuple[Decision, store.SessionRead | None]:
+) -> tuple[Decision, firestore.SessionRead | None]:
     """For a seat of a group session: decide with the session's read at `now` (hold or free
     a seat), and take a leaving student out of the session's event."""
     session_id = decision.join_session or decision.leave_session
     if not session_id:
         return decision, None
-    read = store.read_session(session_id, deadline)
+    read = firestore.read_session(session_id, deadline)
     session = Session.from_document(session_id, read.data) if read.data is not None else None
     if decision.outcome == "seat":
         auto_refund = get_settings().auto_refund_over_capacity
@@ -182,9 +181,9 @@ def with_session(
 def join_session(held: Outcome, deadline: Deadline) -> Outcome:
     """A held seat becomes a guest of the session's event, then a scheduled booking; a
     booking refunded meanwhile is taken out again."""
-    first = store.read_booking(held.booking_id, deadline)
+    first = firestore.read_booking(held.booking_id, deadline)
     booking = Booking.from_document(held.booking_id, first.data or {})
-    session_read = store.read_session(booking.session_id, deadline)
+    session_read = firestore.read_session(booking.session_id, deadline)
     if session_read.data is None:
         return held
     session = Session.from_document(booking.session_id, session_read.data)
@@ -198,8 +197,8 @@ def join_session(held: Outcome, deadline: Deadline) -> Outcome:
         return held  # the event is gone: the booking stays paid for reconcile and admins
 
     def attempt() -> Outcome:
-        read = store.read_booking(held.booking_id, deadline)
-        now = store.read_session(booking.session_id, deadline)
+        read = firestore.read_booking(held.booking_id, deadline)
+        now = firestore.read_session(booking.session_id, deadline)
         if read.data is None or now.data is None:
             return held
         fresh = Booking.from_document(read.booking_id, read.data)
@@ -207,16 +206,16 @@ def join_session(held: Outcome, deadline: Deadline) -> Outcome:
         if decision.leave_session:
             remove_attendee(event.event_id, fresh.student.email, deadline)
             return Outcome(decision.outcome, held.payment_id, held.booking_id)
-        store.commit_booking(
+        firestore.commit_booking(
             read, decision.fields or {}, "", deadline, now, decision.session_fields, decision.notice
         )
         return Outcome(decision.outcome, held.payment_id, held.booking_id, event)
 
-    return store.until_committed(attempt, deadline, "join session")
+    return firestore.until_committed(attempt, deadline, "join session")
 
 
 def _create_event(
-    read: store.BookingRead, decision: Decision, payment_id: str, deadline: Deadline
+    read: firestore.BookingRead, decision: Decision, payment_id: str, deadline: Deadline
 ) -> Decision:
     """The Calendar step of a decision; a transient failure still records the payment."""
     assert decision.booking is not None
@@ -231,7 +230,7 @@ def _create_event(
         # Keep the payment on the booking (the reconcile step finishes it), then answer 503.
         try:
             write_decision(read, waiting, payment_id, Deadline(max(2.0, deadline.remaining())))
-        except (store.Contended, PlatformError):
+        except (firestore.Contended, PlatformError):
             logs.error("could not mark booking as paid without event")
         raise
     except PermanentUpstreamError as exc:
@@ -239,17 +238,17 @@ def _create_event(
 
 
 def write_decision(
-    read: store.BookingRead,
+    read: firestore.BookingRead,
     decision: Decision,
     payment_id: str,
     deadline: Deadline,
-    session: store.SessionRead | None = None,
+    session: firestore.SessionRead | None = None,
 ) -> None:
     if decision.issue is not None:
         logs.error("payment needs an admin", issue=decision.issue.kind)
-        store.record_issue(decision.issue, payment_id, deadline)
+        firestore.record_issue(decision.issue, payment_id, deadline)
     if decision.fields or decision.session_fields:
-        store.commit_booking(
+        firestore.commit_booking(
             read,
             decision.fields or {},
             payment_id if decision.claim else "",
@@ -271,25 +270,29 @@ def _finish_meet_link(booking_id: str, event: ClassEvent, deadline: Deadline) ->
         while event.meet_pending and deadline.remaining() > delay + 1.0:
             time.sleep(delay)
             delay = min(1.0, delay * 2)
-            event = ClassEvent.from_event(calendar_api().get_event(event.event_id, deadline))
+            event = class_event(calendar_api().get_event(event.event_id, deadline))
         if not event.meet_pending:
             fields = {**conference_fields(event), "updatedAt": SERVER_TIME}
-            store.update(store.booking_ref(booking_id), fields, deadline, "record Meet link")
+            firestore.update(
+                firestore.booking_ref(booking_id), fields, deadline, "record Meet link"
+            )
     except PlatformError as exc:
         logs.warning("Meet link left for the reconcile step", detail=exc.message)
     return event
 
 
-type Step = Callable[[store.BookingRead, Booking, Deadline], Outcome]
+type Step = Callable[[firestore.BookingRead, Booking, Deadline], Outcome]
 """One attempt's work on a booking, given its fresh read."""
 
 
-def on_booking(first: store.BookingRead, step: Step, deadline: Deadline) -> Callable[[], Outcome]:
+def on_booking(
+    first: firestore.BookingRead, step: Step, deadline: Deadline
+) -> Callable[[], Outcome]:
     """An attempt that uses the sweep's read once, then reads the booking afresh."""
     reads = [first]
 
     def attempt() -> Outcome:
-        read = reads.pop() if reads else store.read_booking(first.booking_id, deadline)
+        read = reads.pop() if reads else firestore.read_booking(first.booking_id, deadline)
         if read.data is None:
             return Outcome("nothing_to_do", "", first.booking_id)
         try:
@@ -305,14 +308,14 @@ def on_booking(first: store.BookingRead, step: Step, deadline: Deadline) -> Call
 
 
 def finish_paid_booking(
-    booking_id: str, deadline: Deadline, first: store.BookingRead | None = None
+    booking_id: str, deadline: Deadline, first: firestore.BookingRead | None = None
 ) -> Outcome:
     """A paid booking still without its class (a Calendar outage, the queue): create its
     event, or add its seat's student to the session's event. Used by `schedule_class` and
     by reconcile; a retry after a lost race cancels what this call created, if the booking
     no longer wants its class."""
-    read = first or store.read_booking(booking_id, deadline)
-    return store.until_committed(
+    read = first or firestore.read_booking(booking_id, deadline)
+    return firestore.until_committed(
         on_booking(read, _creating_event(), deadline), deadline, "finish paid booking"
     )
 
@@ -322,7 +325,7 @@ def _creating_event() -> Step:
     retry after a lost race cancels it if the booking no longer wants its class."""
     created = ""
 
-    def step(read: store.BookingRead, booking: Booking, deadline: Deadline) -> Outcome:
+    def step(read: firestore.BookingRead, booking: Booking, deadline: Deadline) -> Outcome:
         nonlocal created
         session = _session_of(booking, deadline)
         decision = decide_reconcile(
@@ -360,5 +363,5 @@ def _session_of(booking: Booking, deadline: Deadline) -> Session | None:
     """The session of a paid seat still waiting for its event (its times decide lateness)."""
     if not booking.session_id or booking.status != BookingStatus.PAID:
         return None
-    read = store.read_session(booking.session_id, deadline)
+    read = firestore.read_session(booking.session_id, deadline)
     return Session.from_document(read.session_id, read.data) if read.data is not None else None

@@ -26,13 +26,14 @@ from datetime import datetime, timedelta
 
 from google.cloud import tasks_v2
 
-from shared import clock, logs, store
-from shared.bookings import REMOVE, SERVER_TIME
-from shared.clients import cloud_tasks_client
+from shared import clock, logs
+from shared.adapters import firestore
+from shared.adapters.boundary import Upstream, call
+from shared.adapters.clients import cloud_tasks_client
+from shared.clock import Deadline
 from shared.config import get_settings
+from shared.domain.writes import REMOVE, SERVER_TIME
 from shared.errors import UpstreamConflict
-from shared.tokens import integration_status_ref
-from shared.upstream import Deadline, Upstream, call
 
 __all__ = [
     "LIMITED_FOR",
@@ -149,8 +150,12 @@ def pause_for_usage_limit(detail: str, deadline: Deadline) -> None:
         )
     resume_at = clock.now() + LIMITED_FOR
     limited = {"reason": "quotaExceeded", "since": SERVER_TIME, "resumeAt": resume_at}
-    store.set_document(
-        integration_status_ref(), {"limited": limited}, deadline, "record usage limit", merge=True
+    firestore.set_document(
+        firestore.integration_status_ref(),
+        {"limited": limited},
+        deadline,
+        "record usage limit",
+        merge=True,
     )
     if not _reported:
         _reported = True
@@ -161,7 +166,7 @@ def resume_if_due(deadline: Deadline, *, now: bool = False) -> bool:
     """Resume a queue paused for the usage limit once its time has come (or `now`)."""
     global _reported
     settings = get_settings()
-    status = store.get(integration_status_ref(), deadline, "read integration status")
+    status = firestore.get(firestore.integration_status_ref(), deadline, "read integration status")
     limited = (status.to_dict() or {}).get("limited") if status.exists else None
     if not limited:
         return False
@@ -177,8 +182,8 @@ def resume_if_due(deadline: Deadline, *, now: bool = False) -> bool:
             deadline,
             "resume queue",
         )
-    store.update(
-        integration_status_ref(),
+    firestore.update(
+        firestore.integration_status_ref(),
         {"limited": REMOVE, "resumedAt": SERVER_TIME},
         deadline,
         "clear usage limit",

@@ -17,38 +17,24 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
-from google.cloud import firestore
-
-from shared import clock, logs, store
-from shared.bookings import SERVER_TIME
-from shared.calendar import calendar_api
-from shared.channels import watch_ref
-from shared.clients import firestore_client
-from shared.clock import TIME_ZONE, local_iso
+from shared import clock, logs
+from shared.adapters import firestore
+from shared.adapters.google_calendar import calendar_api
+from shared.clock import TIME_ZONE, Deadline, local_iso
 from shared.config import get_settings
+from shared.domain.writes import SERVER_TIME
 from shared.errors import PlatformError, ReauthorizationRequired
-from shared.sync import sync_ref
-from shared.tokens import integration_status_ref
-from shared.upstream import Deadline
 
 __all__ = [
     "PROBE_SECONDS",
-    "RECONCILE_RUNS",
     "read_health",
-    "reconcile_run_ref",
     "record_reconcile_run",
 ]
 
-RECONCILE_RUNS = "reconcile_runs"
-"""`reconcile_runs/last`: when the last reconcile sweep ran, who ran it and its counts."""
 PROBE_SECONDS = 5.0
 """At most this long for the grant check: the health answer must come even if Calendar hangs."""
 RECORD_SECONDS = 3.0
 _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
-
-
-def reconcile_run_ref() -> firestore.DocumentReference:
-    return firestore_client().collection(RECONCILE_RUNS).document("last")
 
 
 def record_reconcile_run(
@@ -65,8 +51,11 @@ def record_reconcile_run(
         "remaining": remaining,
     }
     try:
-        store.set_document(
-            reconcile_run_ref(), document, Deadline(RECORD_SECONDS), "record reconcile run"
+        firestore.set_document(
+            firestore.reconcile_run_ref(),
+            document,
+            Deadline(RECORD_SECONDS),
+            "record reconcile run",
         )
     except PlatformError as exc:
         logs.warning("could not record the reconcile run", detail=exc.message)
@@ -74,10 +63,15 @@ def record_reconcile_run(
 
 def read_health(deadline: Deadline, now: datetime | None = None) -> dict[str, Any]:
     """The console's health view: grant, watch channel, last sync, last reconcile."""
-    refs = [integration_status_ref(), watch_ref(), sync_ref(), reconcile_run_ref()]
+    refs = [
+        firestore.integration_status_ref(),
+        firestore.watch_ref(),
+        firestore.sync_ref(),
+        firestore.reconcile_run_ref(),
+    ]
     read = _pool.submit(
         contextvars.copy_context().run,
-        store.get_many,
+        firestore.get_many,
         refs,
         deadline,
         "read integration health",

@@ -50,16 +50,15 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import icalendar
-from google.cloud.firestore_v1.base_query import FieldFilter
 
-from shared import clock, logs, store
-from shared.bookings import BookingStatus, ClassEvent, Person
-from shared.calendar import calendar_api
-from shared.clock import TIME_ZONE, ZONE, parse_local
+from shared import clock, logs
+from shared.adapters import firestore
+from shared.adapters.google_calendar import calendar_api, class_event
+from shared.adapters.secret_manager import read_secret
+from shared.clock import TIME_ZONE, ZONE, Deadline, parse_local
 from shared.config import get_settings
+from shared.domain.bookings import BookingStatus, ClassEvent, Person
 from shared.errors import InvalidRequest, NotFound, PermanentUpstreamError, PlatformError
-from shared.secrets import read_secret
-from shared.upstream import Deadline
 
 __all__ = [
     "Listing",
@@ -461,19 +460,16 @@ def _prefetch(
     bookings are, nearly always, the first scheduled ones ending after it (ordered by end).
     Stored times are ISO strings in Buenos Aires time, so their order is the strings'.
     """
-    found = (
-        store.bookings()
-        .where(filter=FieldFilter("status", "==", BookingStatus.SCHEDULED.value))
-        .where(filter=FieldFilter("end", ">", after.isoformat()))
-        .where(filter=FieldFilter("end", "<", (query.time_max + PREFETCH_HORIZON).isoformat()))
-        .order_by("end")
-        .limit(size + PREFETCH_SLACK)
-        .select(list(BOOKING_FIELDS))
+    found = firestore.scheduled_ending_between(
+        after.isoformat(),
+        (query.time_max + PREFETCH_HORIZON).isoformat(),
+        size + PREFETCH_SLACK,
+        BOOKING_FIELDS,
     )
 
     def read() -> dict[str, dict[str, Any]]:
         with timings.measure("firestore"):
-            snaps = store.stream(found, deadline, "read the bookings of a page ahead")
+            snaps = firestore.stream(found, deadline, "read the bookings of a page ahead")
         return {snap.id: snap.to_dict() or {} for snap in snaps}
 
     return read
@@ -490,7 +486,7 @@ def _join(
     batched read for the bookings it missed."""
     if bookings is None:
         return [_Row(event, None) for event in events]
-    links = [ClassEvent.from_event(event) for event in events]
+    links = [class_event(event) for event in events]
     named = [_usable(link.booking_id) for link in links]
     with timings.measure("join"):
         try:
@@ -529,8 +525,8 @@ def _sessions_of(
     if not ids:
         return {}
     with timings.measure("firestore"):
-        snaps = store.get_many(
-            [store.sessions().document(i) for i in ids], deadline, "read the sessions of a page"
+        snaps = firestore.get_many(
+            [firestore.session_ref(i) for i in ids], deadline, "read the sessions of a page"
         )
     return {snap.id: snap.to_dict() or {} for snap in snaps.values() if snap.exists}
 
@@ -549,17 +545,19 @@ def _last_start(events: list[dict[str, Any]]) -> datetime | None:
 
 def booking_id_of(event: dict[str, Any]) -> str:
     """The booking an event names, if it is a usable Firestore document id."""
-    return _usable(ClassEvent.from_event(event).booking_id)
+    return _usable(class_event(event).booking_id)
 
 
 def _usable(booking_id: str) -> str:
-    return booking_id if store.is_booking_id(booking_id) else ""
+    return booking_id if firestore.is_booking_id(booking_id) else ""
 
 
 def read_bookings(booking_ids: Iterable[str], deadline: Deadline) -> dict[str, dict[str, Any]]:
     """The named bookings, in one batched read (one round trip), only the listed fields."""
-    refs = [store.booking_ref(b) for b in sorted({b for b in booking_ids if b})]
-    snapshots = store.get_many(refs, deadline, "read the bookings of a page", list(BOOKING_FIELDS))
+    refs = [firestore.booking_ref(b) for b in sorted({b for b in booking_ids if b})]
+    snapshots = firestore.get_many(
+        refs, deadline, "read the bookings of a page", list(BOOKING_FIELDS)
+    )
     return {snap.id: snap.to_dict() or {} for snap in snapshots.values() if snap.exists}
 
 
@@ -602,7 +600,7 @@ def _person(raw: Any) -> dict[str, str] | None:
 def admin_item(row: _Row) -> dict[str, Any]:
     """Event + booking -> the JSON an admin sees (mapper; no I/O)."""
     event, booking = row.event, row.booking or {}
-    link = row.link or ClassEvent.from_event(event)
+    link = row.link or class_event(event)
     return {
         "id": link.event_id,
         "summary": str(event.get("summary") or ""),

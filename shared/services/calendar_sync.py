@@ -34,29 +34,25 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from google.cloud import firestore
-
-from shared import clock, logs, queue, store
-from shared.bookings import (
-    REMOVE,
-    SERVER_TIME,
+from shared import clock, logs
+from shared.adapters import cloud_tasks, firestore
+from shared.adapters.google_calendar import calendar_api
+from shared.clock import Deadline
+from shared.config import get_settings
+from shared.domain.bookings import own_event_id
+from shared.domain.calendar_changes import (
     BookingChange,
-    Session,
     decide_event_change,
     decide_session_event_change,
-    own_event_id,
-    own_session_event_id,
 )
-from shared.calendar import calendar_api
-from shared.clients import firestore_client
-from shared.config import get_settings
+from shared.domain.seats import Session, own_session_event_id
+from shared.domain.writes import REMOVE, SERVER_TIME
 from shared.errors import (
     PermanentUpstreamError,
     TransientUpstreamError,
     UpstreamError,
     UpstreamGone,
 )
-from shared.upstream import Deadline
 
 __all__ = [
     "FULL_SYNC_WINDOW",
@@ -65,10 +61,8 @@ __all__ = [
     "SyncStats",
     "apply_events",
     "request_sync",
-    "sync_ref",
 ]
 
-SYNCS = "calendar_sync"
 FULL_SYNC_WINDOW = timedelta(days=1)
 """A full resync looks at events ending after this long ago: past classes cannot change."""
 PAGE_SIZE = 1000
@@ -79,10 +73,6 @@ DEFER_SECONDS = 1.0
 """How long a push waits for the sync queue to take its deferred round before syncing itself."""
 MIN_ROUND_SECONDS = 2.0
 """Budget left below which no further round starts; it is left to the next sync."""
-
-
-def sync_ref() -> firestore.DocumentReference:
-    return firestore_client().collection(SYNCS).document(get_settings().calendar_id)
 
 
 @dataclass
@@ -163,7 +153,7 @@ def _take_lease(owner: str, deadline: Deadline, *, paced: bool) -> _Turn:
         }
         return updates, _Turn("run", str(data.get("syncToken") or ""))
 
-    return store.update_if_unchanged(sync_ref(), decide, deadline, "take sync lease")
+    return firestore.update_if_unchanged(firestore.sync_ref(), decide, deadline, "take sync lease")
 
 
 class _LeaseLost(Exception):
@@ -179,7 +169,9 @@ def _extend_lease(owner: str, deadline: Deadline) -> None:
         until = clock.now() + timedelta(seconds=SYNC_LEASE_SECONDS)
         return {"lease": {"owner": owner, "until": until}}, True
 
-    if not store.update_if_unchanged(sync_ref(), decide, deadline, "extend sync lease"):
+    if not firestore.update_if_unchanged(
+        firestore.sync_ref(), decide, deadline, "extend sync lease"
+    ):
         raise _LeaseLost
 
 
@@ -228,7 +220,9 @@ def _finish_round(
             return updates, _Next("again")
         return updates, _Next("owed" if pending else "done")
 
-    result = store.update_if_unchanged(sync_ref(), decide, deadline, "store sync token")
+    result = firestore.update_if_unchanged(
+        firestore.sync_ref(), decide, deadline, "store sync token"
+    )
     if result is None:
         raise _LeaseLost
     return result
@@ -242,7 +236,7 @@ def request_sync(deadline: Deadline, *, due: bool = False) -> SyncResult:
     (sooner than the pace allows) to the round the sync queue holds. `due`: this is that
     round, or a catch-up that must not wait."""
     owner = uuid.uuid4().hex
-    paced = queue.sync_paced()
+    paced = cloud_tasks.sync_paced()
     turn = _take_lease(owner, deadline, paced=paced and not due)
     if turn.outcome == "deferred":
         assert turn.round_at is not None
@@ -268,7 +262,7 @@ def request_sync(deadline: Deadline, *, due: bool = False) -> SyncResult:
         )
         return SyncResult("superseded", stats)
     except BaseException:
-        store.release_lease(sync_ref(), owner, deadline, "release sync lease")
+        firestore.release_lease(firestore.sync_ref(), owner, deadline, "release sync lease")
         raise
     if after.step == "deferred":
         assert after.round_at is not None
@@ -289,7 +283,7 @@ def _defer(round_at: datetime, deadline: Deadline) -> bool:
     """Ask the sync queue for the round at `round_at`; False if it cannot take it soon (the
     round is then done at once: a queue having trouble must not hold the push's answer)."""
     try:
-        queue.enqueue_sync_round(round_at, Deadline(min(DEFER_SECONDS, deadline.remaining())))
+        cloud_tasks.enqueue_sync_round(round_at, Deadline(min(DEFER_SECONDS, deadline.remaining())))
     except UpstreamError as exc:
         logs.warning("sync queue refused a deferred round: syncing now", error=exc.code)
         return False
@@ -365,8 +359,8 @@ def apply_events(events: Iterable[dict[str, Any]], deadline: Deadline) -> SyncSt
             continue
         for booking_id in seats:
             candidates.setdefault(booking_id, []).append(event)
-    pending: list[tuple[store.BookingRead, BookingChange, dict[str, Any]]] = []
-    for booking_id, read in store.read_bookings(candidates, deadline).items():
+    pending: list[tuple[firestore.BookingRead, BookingChange, dict[str, Any]]] = []
+    for booking_id, read in firestore.read_bookings(candidates, deadline).items():
         assert read.data is not None
         own_id = own_event_id(booking_id, read.data)
         own = [e for e in candidates[booking_id] if str(e.get("id") or "") == own_id]
@@ -376,9 +370,9 @@ def apply_events(events: Iterable[dict[str, Any]], deadline: Deadline) -> SyncSt
         change = decide_event_change(booking_id, read.data, own[-1])
         if change is not None:
             pending.append((read, change, own[-1]))
-    for first in range(0, len(pending), store.BATCH_BOOKINGS):
-        chunk = pending[first : first + store.BATCH_BOOKINGS]
-        if store.commit_changes([(read, change) for read, change, _ in chunk], deadline):
+    for first in range(0, len(pending), firestore.BATCH_BOOKINGS):
+        chunk = pending[first : first + firestore.BATCH_BOOKINGS]
+        if firestore.commit_changes([(read, change) for read, change, _ in chunk], deadline):
             stats.applied += len(chunk)
             for read, change, event in chunk:
                 _log_applied(read.booking_id, event, change)
@@ -398,10 +392,10 @@ def _owner(event: dict[str, Any], deadline: Deadline) -> tuple[str, str]:
     if booking_id or session_id or event.get("status") != "cancelled" or not event.get("id"):
         return booking_id, session_id
     event_id = str(event["id"])
-    session_id = store.find_session_by_event(event_id, deadline)
+    session_id = firestore.find_session_by_event(event_id, deadline)
     if session_id:
         return "", session_id
-    return store.find_booking_by_event(event_id, deadline), ""
+    return firestore.find_booking_by_event(event_id, deadline), ""
 
 
 def _apply_to_session(
@@ -411,7 +405,7 @@ def _apply_to_session(
     not the session's own (or the session is unknown)."""
 
     def attempt() -> list[str] | None:
-        read = store.read_session(session_id, deadline)
+        read = firestore.read_session(session_id, deadline)
         if read.data is None:
             return None
         own = own_session_event_id(session_id, read.data)
@@ -419,7 +413,7 @@ def _apply_to_session(
             return None
         fields = decide_session_event_change(session_id, read.data, event)
         if fields is not None:
-            store.commit_session(read, fields, deadline)
+            firestore.commit_session(read, fields, deadline)
             logs.info(
                 "calendar change applied to session",
                 session_id=session_id,
@@ -428,23 +422,23 @@ def _apply_to_session(
             )
         return list(Session.from_document(session_id, read.data).seats)
 
-    return store.until_committed(attempt, deadline, "apply calendar change to session")
+    return firestore.until_committed(attempt, deadline, "apply calendar change to session")
 
 
 def _apply_one(booking_id: str, event: dict[str, Any], deadline: Deadline) -> bool:
     """Read the booking, decide what the event changes, commit if unchanged; again if not."""
 
     def attempt() -> bool:
-        read = store.read_booking(booking_id, deadline)
+        read = firestore.read_booking(booking_id, deadline)
         if read.data is None:
             return False
         change = decide_event_change(booking_id, read.data, event)
-        if change is None or not store.commit_change(read, change, deadline):
+        if change is None or not firestore.commit_change(read, change, deadline):
             return False  # nothing to change, or this event version was applied already
         _log_applied(booking_id, event, change)
         return True
 
-    return store.until_committed(attempt, deadline, "apply calendar change")
+    return firestore.until_committed(attempt, deadline, "apply calendar change")
 
 
 def _log_applied(booking_id: str, event: dict[str, Any], change: BookingChange) -> None:

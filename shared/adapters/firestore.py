@@ -33,29 +33,30 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.query import Query
 
 from shared import clock, logs
-from shared.bookings import (
-    REMOVE,
-    SERVER_TIME,
-    Booking,
-    BookingChange,
-    BookingStatus,
-    CalendarStatus,
-    ConferenceStatus,
-    Issue,
-    Session,
-)
-from shared.clients import firestore_client
+from shared.adapters.boundary import ANSWER_MARGIN_SECONDS, Upstream, call
+from shared.adapters.clients import firestore_client
+from shared.clock import Deadline
 from shared.config import get_settings
+from shared.domain.bookings import Booking, BookingStatus, CalendarStatus, ConferenceStatus, Issue
+from shared.domain.calendar_changes import BookingChange
+from shared.domain.seats import Session
+from shared.domain.writes import REMOVE, SERVER_TIME
 from shared.errors import TransientUpstreamError, UpstreamConflict
-from shared.upstream import ANSWER_MARGIN_SECONDS, Deadline, Upstream, call
 
 __all__ = [
+    "ATTENTION_HANDLED",
     "BATCH_BOOKINGS",
     "CALENDAR_CHANGES",
+    "CHANNELS",
     "CLASS_SESSIONS",
+    "INTEGRATIONS",
+    "OAUTH_STATES",
     "PAYMENT_CLAIMS",
     "PAYMENT_ISSUES",
+    "RECONCILE_RUNS",
+    "SYNCS",
     "TEACHER_LOCKS",
+    "WATCHES",
     "Backlog",
     "BookingRead",
     "Contended",
@@ -63,6 +64,10 @@ __all__ = [
     "backlog_page",
     "booking_ref",
     "bookings",
+    "bookings_needing_attention",
+    "channel_ref",
+    "channels",
+    "channels_of_calendar",
     "commit_booking",
     "commit_change",
     "commit_changes",
@@ -73,26 +78,39 @@ __all__ = [
     "find_session_by_event",
     "get",
     "get_many",
+    "handled_marker_ref",
+    "integration_status_ref",
     "is_booking_id",
+    "issue_ref",
+    "oauth_state_ref",
     "open_issues",
+    "payment_issues",
     "read_booking",
     "read_booking_for_payment",
     "read_bookings",
     "read_session",
+    "recent_issues",
+    "reconcile_run_ref",
     "record_issue",
     "release_lease",
     "resolve_issue",
+    "scheduled_ending_between",
     "session_bookings",
+    "session_ref",
     "sessions",
     "set_document",
     "stream",
+    "sync_ref",
     "teacher_lease",
     "teacher_timetable",
     "until_committed",
     "upcoming_sessions",
     "update",
     "update_if_unchanged",
+    "watch_ref",
 ]
+
+# -- every collection and document, named once --------------------------------------------------
 
 PAYMENT_CLAIMS = "payment_claims"
 """`payment_claims/{paymentId}`: the one booking a payment paid for."""
@@ -104,9 +122,100 @@ SEAT_NOTICES = "seat_notices"
 """`seat_notices/{bookingId}-{joined|left}`: the email the platform's mailer owes one student."""
 CALENDAR_CHANGES = "calendar_changes"
 """Subcollection of a booking: one document per event version applied to it (an audit)."""
+CHANNELS = "calendar_channels"
+"""`calendar_channels/{channelId}`: every push channel opened, with its token's hash."""
+WATCHES = "calendar_watch"
+"""`calendar_watch/{calendarId}`: the current channel and the renewal lease."""
+SYNCS = "calendar_sync"
+"""`calendar_sync/{calendarId}`: the sync token, the sync lease and its pace."""
+INTEGRATIONS = "integrations"
+"""`integrations/google_calendar`: whether the Google grant works, and usage limits."""
+RECONCILE_RUNS = "reconcile_runs"
+"""`reconcile_runs/last`: when the last reconcile sweep ran, who ran it and its counts."""
+ATTENTION_HANDLED = "attention_handled"
+"""`attention_handled/{key}`: an admin marked an attention item handled (who, when, note)."""
+OAUTH_STATES = "oauth_states"
+"""`oauth_states/{nonce}`: a consent in flight, consumed once."""
 BATCH_BOOKINGS = 200
 """Bookings per commit: two writes each (booking and audit), under Firestore's 500."""
 _CONTENDED = (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Conflict, gexc.Aborted)
+
+
+def channels() -> firestore.CollectionReference:
+    return firestore_client().collection(CHANNELS)
+
+
+def channel_ref(channel_id: str) -> firestore.DocumentReference:
+    return channels().document(channel_id)
+
+
+def session_ref(session_id: str) -> firestore.DocumentReference:
+    return firestore_client().collection(CLASS_SESSIONS).document(session_id)
+
+
+def issue_ref(issue_id: str) -> firestore.DocumentReference:
+    return payment_issues().document(issue_id)
+
+
+def watch_ref() -> firestore.DocumentReference:
+    return firestore_client().collection(WATCHES).document(get_settings().calendar_id)
+
+
+def sync_ref() -> firestore.DocumentReference:
+    return firestore_client().collection(SYNCS).document(get_settings().calendar_id)
+
+
+def integration_status_ref() -> firestore.DocumentReference:
+    """The Google Calendar integration's status, shared by every instance."""
+    return firestore_client().collection(INTEGRATIONS).document("google_calendar")
+
+
+def reconcile_run_ref() -> firestore.DocumentReference:
+    return firestore_client().collection(RECONCILE_RUNS).document("last")
+
+
+def payment_issues() -> firestore.CollectionReference:
+    return firestore_client().collection(PAYMENT_ISSUES)
+
+
+def handled_marker_ref(key: str) -> firestore.DocumentReference:
+    return firestore_client().collection(ATTENTION_HANDLED).document(key)
+
+
+def oauth_state_ref(nonce: str) -> firestore.DocumentReference:
+    return firestore_client().collection(OAUTH_STATES).document(nonce)
+
+
+def channels_of_calendar(calendar_id: str) -> firestore.Query:
+    return channels().where(filter=FieldFilter("calendarId", "==", calendar_id))
+
+
+def bookings_needing_attention(fields: Iterable[str], limit: int) -> firestore.Query:
+    return (
+        bookings()
+        .where(filter=FieldFilter("needsAttention", "!=", None))
+        .select(list(fields))
+        .limit(limit)
+    )
+
+
+def scheduled_ending_between(
+    after: str, before: str, limit: int, fields: Iterable[str]
+) -> firestore.Query:
+    """Scheduled bookings by end time (ISO strings in one zone sort as times do)."""
+    return (
+        bookings()
+        .where(filter=FieldFilter("status", "==", BookingStatus.SCHEDULED.value))
+        .where(filter=FieldFilter("end", ">", after))
+        .where(filter=FieldFilter("end", "<", before))
+        .order_by("end")
+        .limit(limit)
+        .select(list(fields))
+    )
+
+
+def recent_issues(limit: int) -> firestore.Query:
+    return payment_issues().order_by("createdAt", direction=firestore.Query.DESCENDING).limit(limit)
 
 
 class Contended(Exception):

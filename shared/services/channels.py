@@ -29,14 +29,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
-
-from shared import clock, logs, store
-from shared.bookings import SERVER_TIME
-from shared.calendar import calendar_api
-from shared.clients import firestore_client
+from shared import clock, logs
+from shared.adapters import firestore
+from shared.adapters.google_calendar import calendar_api
+from shared.clock import Deadline
 from shared.config import get_settings
+from shared.domain.writes import SERVER_TIME
 from shared.errors import (
     InvalidRequest,
     NotFound,
@@ -45,8 +43,7 @@ from shared.errors import (
     UpstreamError,
     UpstreamNotFound,
 )
-from shared.sync import SyncResult, request_sync
-from shared.upstream import Deadline
+from shared.services.calendar_sync import SyncResult, request_sync
 
 __all__ = [
     "CHANNEL_ID",
@@ -55,11 +52,8 @@ __all__ = [
     "keep_watching",
     "renew_channel",
     "verify_notification",
-    "watch_ref",
 ]
 
-CHANNELS = "calendar_channels"
-WATCHES = "calendar_watch"
 RENEW_LEASE_SECONDS = 60.0
 """Longer than one renewal (a watch and a stop); a crashed run blocks the next for this long."""
 PENDING_GRACE = timedelta(minutes=5)
@@ -81,14 +75,6 @@ def _orphaned(data: dict[str, Any], now: datetime) -> bool:
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def channels() -> firestore.CollectionReference:
-    return firestore_client().collection(CHANNELS)
-
-
-def watch_ref() -> firestore.DocumentReference:
-    return firestore_client().collection(WATCHES).document(get_settings().calendar_id)
 
 
 # -- incoming notifications ----------------------------------------------------------------
@@ -137,7 +123,7 @@ def verify_notification(note: PushNotification, deadline: Deadline) -> None:
     """
     if not CHANNEL_ID.fullmatch(note.channel_id):
         raise NotFound("unknown or stopped channel")  # checked before it names a document
-    snap = store.get(channels().document(note.channel_id), deadline, "read channel")
+    snap = firestore.get(firestore.channel_ref(note.channel_id), deadline, "read channel")
     data = snap.to_dict() if snap.exists else None
     if not data or data.get("state") not in ("pending", "active"):
         raise NotFound("unknown or stopped channel")
@@ -199,7 +185,7 @@ def renew_channel(deadline: Deadline, *, force: bool = False) -> Renewal:
             return Renewal("busy")
         stopped = _stop_others(channel_id, deadline)
     finally:
-        store.release_lease(watch_ref(), owner, deadline, "release renewal lease")
+        firestore.release_lease(firestore.watch_ref(), owner, deadline, "release renewal lease")
     logs.info(
         "calendar channel renewed",
         channel_id=channel_id,
@@ -248,7 +234,9 @@ def _take_renew_lease(owner: str, force: bool, deadline: Deadline) -> Renewal | 
         until = now + timedelta(seconds=RENEW_LEASE_SECONDS)
         return {"lease": {"owner": owner, "until": until}}, None
 
-    return store.update_if_unchanged(watch_ref(), decide, deadline, "take renewal lease")
+    return firestore.update_if_unchanged(
+        firestore.watch_ref(), decide, deadline, "take renewal lease"
+    )
 
 
 def _open_channel(deadline: Deadline) -> tuple[str, datetime]:
@@ -257,8 +245,8 @@ def _open_channel(deadline: Deadline) -> tuple[str, datetime]:
     channel_id = f"ch-{uuid.uuid4().hex}"
     token = secrets.token_urlsafe(32)
     ttl = int(settings.channel_ttl_seconds)
-    ref = channels().document(channel_id)
-    store.create(
+    ref = firestore.channel_ref(channel_id)
+    firestore.create(
         ref,
         {
             "channelId": channel_id,
@@ -292,7 +280,7 @@ def _open_channel(deadline: Deadline) -> tuple[str, datetime]:
         "expirationMs": int(answer["expiration"]),
         "activatedAt": SERVER_TIME,
     }
-    store.update(ref, activated, deadline, "activate channel")
+    firestore.update(ref, activated, deadline, "activate channel")
     return channel_id, expiration
 
 
@@ -309,7 +297,9 @@ def _record_current(owner: str, channel_id: str, expiration: datetime, deadline:
         }
         return updates, True
 
-    return store.update_if_unchanged(watch_ref(), decide, deadline, "record current channel")
+    return firestore.update_if_unchanged(
+        firestore.watch_ref(), decide, deadline, "record current channel"
+    )
 
 
 def _stop_others(current_id: str, deadline: Deadline) -> list[str]:
@@ -319,8 +309,8 @@ def _stop_others(current_id: str, deadline: Deadline) -> list[str]:
     A `pending` channel has no resourceId on record; Google's is the watched calendar's
     events, the same for every channel of it, so the current channel's is used.
     """
-    query = channels().where(filter=FieldFilter("calendarId", "==", get_settings().calendar_id))
-    snaps = store.stream(query, deadline, "list channels")
+    query = firestore.channels_of_calendar(get_settings().calendar_id)
+    snaps = firestore.stream(query, deadline, "list channels")
     found = {snap.id: snap.to_dict() or {} for snap in snaps}
     current_resource = str(found.get(current_id, {}).get("resourceId") or "")
     now = clock.now()
@@ -335,9 +325,9 @@ def _stop_others(current_id: str, deadline: Deadline) -> list[str]:
 
 
 def _stop(channel_id: str, deadline: Deadline, resource_id: str = "") -> None:
-    ref = channels().document(channel_id)
+    ref = firestore.channel_ref(channel_id)
     if not resource_id:
-        snap = store.get(ref, deadline, "read channel")
+        snap = firestore.get(ref, deadline, "read channel")
         resource_id = str((snap.to_dict() or {}).get("resourceId") or "")
     try:
         calendar_api().stop_channel(channel_id, resource_id, deadline)
@@ -351,4 +341,4 @@ def _stop(channel_id: str, deadline: Deadline, resource_id: str = "") -> None:
         )
         return
     stopped = {"state": "stopped", "stoppedAt": SERVER_TIME}
-    store.update(ref, stopped, deadline, "mark channel stopped")
+    firestore.update(ref, stopped, deadline, "mark channel stopped")

@@ -40,12 +40,11 @@ from urllib.parse import urlsplit
 
 from flask import Response
 
-from shared.admin import Admin, require_admin
-from shared.clock import TIME_ZONE
+from shared.clock import TIME_ZONE, Deadline
 from shared.config import get_settings
 from shared.errors import Forbidden, NotFound, PlatformError
-from shared.upstream import Deadline
-from shared.web import answer_error, json_response
+from shared.web.auth import Admin, require_admin
+from shared.web.endpoint import answer_error, json_response
 
 __all__ = [
     "GIS_CLIENT",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import enum
 import json
-import time
 from collections.abc import Callable
 
 import httplib2
@@ -26,6 +25,7 @@ from google.api_core.retry import RetryFailureReason, exponential_sleep_generato
 from google.auth import exceptions as auth_exceptions
 from googleapiclient.errors import HttpError
 
+from shared.clock import Deadline
 from shared.errors import (
     CredentialsRejected,
     PermanentUpstreamError,
@@ -43,7 +43,6 @@ __all__ = [
     "ANSWER_MARGIN_SECONDS",
     "FOREIGN",
     "RATE_LIMIT_REASONS",
-    "Deadline",
     "Upstream",
     "by_status",
     "call",
@@ -57,24 +56,6 @@ ANSWER_MARGIN_SECONDS = 0.5
 """Kept back from every budget so the handler can still record the failure and answer."""
 FIRST_DELAY_SECONDS = 0.2
 MAX_DELAY_SECONDS = 2.0
-
-
-class Deadline:
-    """A point in monotonic time that a whole request must finish by.
-
-    `wait_out_rate_limits=False` is for work a queue delivered: a rate limit is answered at
-    once (429) so the queue backs off, instead of being waited out inside the request.
-    """
-
-    def __init__(self, seconds: float, *, wait_out_rate_limits: bool = True) -> None:
-        self._end = time.monotonic() + seconds
-        self.wait_out_rate_limits = wait_out_rate_limits
-
-    def remaining(self) -> float:
-        return max(0.0, self._end - time.monotonic())
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0.0
 
 
 class Upstream(enum.StrEnum):
