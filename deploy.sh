@@ -181,7 +181,7 @@ env_vars+=";SYNC_QUEUE=$SYNC_QUEUE"
 env_vars+=";SCHEDULE_CLASS_URL=$base_url/schedule_class"
 env_vars+=";TASKS_INVOKER_EMAIL=$TASKS"
 
-# Scheduled functions check the scheduler's OIDC token themselves too (shared/channels.py).
+# Scheduled functions check the scheduler's OIDC token themselves too (shared/services/channels.py).
 scheduler_env() {
   [ "${INVOKER[$1]}" = scheduler ] || return 0
   echo ";SCHEDULER_AUDIENCE=$base_url/$1;SCHEDULER_INVOKER_EMAILS=$SCHEDULER"

@@ -28,7 +28,7 @@ def _summary(doc: dict[str, object], seconds: float) -> str:
 
 def up() -> int:
     started = time.monotonic()
-    stack = LocalStack()
+    stack = LocalStack(scheduling_queue=True)
     stopping = threading.Event()
     # Ctrl-C and a plain `kill` both stop everything this process started (and nothing else),
     # even when started in the background, where SIGINT would otherwise be ignored.
@@ -57,7 +57,7 @@ def demo() -> int:
         if not is_alive(doc):
             doc = None
     if doc is None:
-        stack = LocalStack()
+        stack = LocalStack(scheduling_queue=True)
         doc = stack.start()
     try:
         summary = run_demo(doc)

@@ -49,9 +49,11 @@ def run_demo(document: dict[str, Any]) -> dict[str, Any]:
     forged = client.notify(payment["id"], signature="forged")
     say(f"4. Forged webhook (wrong secret): payment_webhook answered {forged['status']}.")
 
-    booking = client.booking(booking_id)
+    booking = _settled(client, booking_id)
     events = client.events_for_booking(booking_id)
-    say(f"5. Booking {booking_id} is now '{booking.get('status')}':")
+    queued = bool((document.get("env") or {}).get("SCHEDULING_QUEUE"))
+    how = "the webhook queued it and schedule_class made it (as deployed)" if queued else "inline"
+    say(f"5. Booking {booking_id} is now '{booking.get('status')}' ({how}):")
     for field in (
         "paymentId",
         "paymentStatus",
@@ -116,6 +118,7 @@ def run_demo(document: dict[str, Any]) -> dict[str, Any]:
         "calendarStatus": booking.get("calendarStatus"),
         "bookingStatus": booking.get("status"),
         "eventsForBooking": len(events),
+        "scheduledThroughQueue": queued,
         "deliveryStatuses": [d["status"] for d in deliveries],
         "forgedStatus": forged["status"],
         "listedByAdmin": len(mine),
@@ -187,7 +190,7 @@ def _group_class(client: StackClient, document: dict[str, Any], say: Any) -> dic
             end=GROUP_END,
         )
         client.notify(client.create_payment(booking_id)["id"])
-        seats.append((name, client.booking(booking_id).get("status")))
+        seats.append((name, _settled(client, booking_id).get("status")))
     say("    Four students paid for a seat: " + ", ".join(f"{n} {s}" for n, s in seats) + ".")
     event = client.event(event_id_for_session(session_id))
     listed = (
@@ -224,6 +227,7 @@ def _refund_and_reschedule(
     second = client.seed_booking(start=REFUNDED_START, end=REFUNDED_END)
     payment = client.create_payment(second)
     client.notify(payment["id"])
+    _settled(client, second)
     say(f"9. A second booking {second} was paid and scheduled; then Mercado Pago refunded it.")
     client.refund_payment(payment["id"])
     client.webhook_deliveries(wait=1)  # Mercado Pago notifies the refund by itself
@@ -260,6 +264,17 @@ def _refund_and_reschedule(
         "startAfterReschedule": moved.get("start"),
         "meetLinkAfterReschedule": moved.get("meetLink"),
     }
+
+
+def _settled(client: StackClient, booking_id: str) -> dict[str, Any]:
+    """The booking once its class is scheduled (or it ended otherwise): as deployed, the
+    webhook leaves it paid and the schedule-class queue creates the event moments later."""
+    deadline = time.monotonic() + 30
+    booking = client.booking(booking_id)
+    while booking.get("status") == "paid" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        booking = client.booking(booking_id)
+    return booking
 
 
 def _move_class_in_google_calendar(

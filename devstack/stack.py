@@ -156,6 +156,10 @@ class LocalStack:
     """
 
     functions_in_process: bool = False
+    scheduling_queue: bool = False
+    """Set SCHEDULING_QUEUE: paid classes go through Cloud Tasks to `schedule_class`, as
+    deployed (`./dev.sh up` and the demo). Off, the webhook calls Calendar itself: the
+    path the suite proves by default (its queue tests set the variable)."""
     state_dir: Path = ROOT / ".local"
     project_id: str = PROJECT_ID
     calendar_id: str = CALENDAR_ID
@@ -223,10 +227,11 @@ class LocalStack:
         if "oauth_callback" in function_urls:
             env["OAUTH_REDIRECT_URI"] = function_urls["oauth_callback"]
         if "schedule_class" in function_urls:
-            # The queue's target and the identity of its OIDC tokens; the webhook still calls
-            # Calendar itself unless SCHEDULING_QUEUE is set (tests of the queue set it).
+            # The queue's target and the identity of its OIDC tokens.
             env["SCHEDULE_CLASS_URL"] = function_urls["schedule_class"]
             env["TASKS_INVOKER_EMAIL"] = TASKS_INVOKER
+            if self.scheduling_queue:
+                env["SCHEDULING_QUEUE"] = schedule_queue
         if "calendar_notifications" in function_urls:
             env["NOTIFICATIONS_URL"] = function_urls["calendar_notifications"]
             if "TASKS_INVOKER_EMAIL" in env:

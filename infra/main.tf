@@ -63,7 +63,7 @@ locals {
     SCHEDULE_CLASS_URL           = local.urls["schedule_class"]
     TASKS_INVOKER_EMAIL          = google_service_account.tasks.email
   }
-  # Scheduled functions check the scheduler's OIDC token themselves too (shared/channels.py).
+  # Scheduled functions check the scheduler's OIDC token themselves too (shared/services/channels.py).
   scheduler_environment = {
     for name in keys(local.scheduled) : name => {
       SCHEDULER_AUDIENCE       = local.urls[name]
@@ -173,7 +173,7 @@ resource "google_firestore_index" "bookings_by_status_and_payment_status" {
   }
 }
 
-# OAuth states live ten minutes; Firestore's TTL policy deletes the old ones (shared/oauth.py).
+# OAuth states live ten minutes; Firestore's TTL policy deletes the old ones (shared/services/consent.py).
 resource "google_firestore_field" "oauth_state_expiry" {
   database   = google_firestore_database.main.name
   collection = "oauth_states"
@@ -203,7 +203,7 @@ resource "google_secret_manager_secret_iam_member" "reader" {
 }
 
 # Rotation: a new refresh token is added as a version and the older ones are disabled
-# (shared/secrets.py add_secret_version). roles/secretmanager.secretVersionManager would also
+# (shared/adapters/secret_manager.py add_secret_version). roles/secretmanager.secretVersionManager would also
 # allow destroying versions, the way back to a previous grant, so this role has only what
 # rotation and an operator's rollback need.
 resource "google_project_iam_custom_role" "secret_rotator" {

@@ -1,4 +1,4 @@
-"""The one package every function imports: bookings, payments, calendar, tokens, config.
-
-Functions stay thin adapters over these modules; everything here is testable without HTTP.
+"""The one package every function imports: `domain/` (rules), `adapters/` (upstreams),
+`services/` (use cases), `views/` (read models) and `web/` (the HTTP edge), over `clock`,
+`config`, `errors` and `logs`. Imports go only downward; `tests/unit/test_layout.py` checks.
 """

@@ -52,27 +52,29 @@ class _Environment:
     def text(self, name: str, default: str = "") -> str:
         return self._environ.get(name, "").strip() or default
 
-    def seconds(self, name: str, default: float) -> float:
+    def _number(self, name: str) -> float | None:
+        """The variable as a number (NaN when it is not one), None when unset."""
         raw = self.text(name)
         if not raw:
-            return default
+            return None
         try:
-            value = float(raw)
+            return float(raw)
         except ValueError:
-            value = math.nan
+            return math.nan
+
+    def seconds(self, name: str, default: float) -> float:
+        value = self._number(name)
+        if value is None:
+            return default
         if not (math.isfinite(value) and value > 0):
             raise InvalidSettings(f"{name} must be a positive number of seconds, e.g. {default:g}")
         return value
 
     def minutes(self, name: str, default: float) -> float:
         """A number of minutes, zero allowed."""
-        raw = self.text(name)
-        if not raw:
+        value = self._number(name)
+        if value is None:
             return default
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
         if not (math.isfinite(value) and 0 <= value <= MAX_MARGIN_MINUTES):
             raise InvalidSettings(
                 f"{name} must be a number of minutes from 0 to {MAX_MARGIN_MINUTES:g}, e.g. 0"

@@ -8,6 +8,7 @@ platform did (Firestore, Calendar, Mercado Pago).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -94,6 +95,8 @@ def browser() -> Iterator[BrowserContext]:
             headless=True,
             locale="es-AR",
             viewport={"width": 1280, "height": 900},
+            # Under faketime (dev.sh) the browser keeps both clocks faked, which it handles.
+            env={k: v for k, v in os.environ.items() if k != "FAKETIME_DONT_FAKE_MONOTONIC"},
         )
         context.set_default_timeout(WAIT_MS)
         yield context

@@ -153,13 +153,17 @@ def test_a_late_payment_is_refunded_once_when_configured(
     assert _issue(client, payment["id"])["bookingId"] == booking_id
 
 
-def _sessions(client: StackClient, body: dict[str, Any]) -> requests.Response:
+def _as_admin(client: StackClient, function: str, body: dict[str, Any]) -> requests.Response:
     return requests.post(
-        client.doc["functions"]["class_sessions"],
+        client.doc["functions"][function],
         json=body,
         headers={"X-API-Key": client.doc["secrets"]["admin_api_key"]},
         timeout=60,
     )
+
+
+def _sessions(client: StackClient, body: dict[str, Any]) -> requests.Response:
+    return _as_admin(client, "class_sessions", body)
 
 
 def _session_body(times: dict[str, str], **overrides: Any) -> dict[str, Any]:
@@ -224,12 +228,7 @@ def test_reconcile_reports_a_paid_class_that_has_begun_instead_of_creating_it(
 
 
 def _manage(client: StackClient, body: dict[str, Any]) -> requests.Response:
-    return requests.post(
-        client.doc["functions"]["manage_booking"],
-        json=body,
-        headers={"X-API-Key": client.doc["secrets"]["admin_api_key"]},
-        timeout=60,
-    )
+    return _as_admin(client, "manage_booking", body)
 
 
 def test_a_class_cannot_be_rescheduled_to_a_time_that_has_begun(client: StackClient) -> None:

@@ -538,7 +538,7 @@ def test_warm_instance_refreshes_with_a_consent_made_elsewhere(client: StackClie
     _control(client, "consent", {"email": "nueva.admin@example.com"})
     assert _connect(client).status_code == 200
     # In this process the secret cache already holds the new version; another instance's
-    # would within its lifetime (shared.secrets.CACHE_SECONDS).
+    # would within its lifetime (shared.adapters.secret_manager.CACHE_SECONDS).
     _control(client, "expire-access-tokens")
     headers: dict[str, str] = {}
     elsewhere.apply(headers)  # its next call is refused with the dead token

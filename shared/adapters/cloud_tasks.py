@@ -12,10 +12,10 @@ Google's usage limit (`quotaExceeded`) pauses the queue: bookings wait as paid, 
 lost, and the queue resumes when the limit should have passed (the reconcile run checks)
 or when an admin says so.
 
-`SYNC_QUEUE` holds the sync's deferred rounds (`shared/sync.py`): a push that comes sooner
-than the sync's pace allows asks for one round at the paced time, named after that time, so
-however many pushes ask, one round runs. It is never paused: reading changes back is not
-what Google's usage limit stops.
+`SYNC_QUEUE` holds the sync's deferred rounds (`shared/services/calendar_sync.py`): a push
+that comes sooner than the sync's pace allows asks for one round at the paced time, named
+after that time, so however many pushes ask, one round runs. It is never paused: reading
+changes back is not what Google's usage limit stops.
 """
 
 from __future__ import annotations

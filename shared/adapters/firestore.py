@@ -2,7 +2,7 @@
 
 Bookings, payment claims and issues, the calendar sync's state and audit, channels and
 OAuth states all live in Firestore; this module is how the rest of the platform reads and
-writes them. Each call goes through `shared.upstream.call` (the client library's own retry
+writes them. Each call goes through `shared.adapters.boundary.call` (the client library's own retry
 is off), so a Firestore outage means the same everywhere: a `TransientUpstreamError`
 within the deadline, hence 503 and a redelivery.
 

@@ -3,7 +3,7 @@
 Every function talks to Google Calendar through `CalendarApi`. The discovery-based service
 is built once per instance; each thread gets its own authorized HTTP transport because
 httplib2 connections must not be shared between threads. Every call runs through
-`shared.upstream.call`, which bounds it by the request's deadline and translates Google's
+`shared.adapters.boundary.call`, which bounds it by the request's deadline and translates Google's
 errors: rate limits and 5xx are transient, a reused event id is `UpstreamConflict`, a stale
 sync token `UpstreamGone`.
 """

@@ -2,8 +2,9 @@
 
 One request reads, decides, acts and writes, each module entered once:
 
-    firestore.read_booking (+ the teacher's classes) -> bookings.decide_cancel / decide_reschedule
-    -> calendar.cancel_event / move_event -> payments.refund_payment -> firestore.commit_booking
+    firestore.read_booking (+ the teacher's timetable) -> admin_changes.decide_cancel /
+    decide_reschedule -> google_calendar.cancel_event / move_event
+    -> mercadopago.refund_payment -> firestore.commit_booking
 
 Both actions are idempotent: the Calendar step skips what is already done (a cancelled
 event is not cancelled again, equal times are not moved), the refund carries a key

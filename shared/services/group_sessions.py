@@ -1,7 +1,7 @@
 """Group classes for admins: create a session (its one event and Meet link), list them,
 cancel or move one with every seat following.
 
-    parse -> store (session, its bookings) -> bookings (decisions) -> calendar -> store
+    firestore (session, its bookings) -> domain (decisions) -> google_calendar -> firestore
 
 A student's seat is taken by the payment path (`scheduling`): the seat count is decided
 in Firestore under the session's guard, and the student joins the event with `If-Match`.

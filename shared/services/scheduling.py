@@ -2,12 +2,13 @@
 
 Each path reads, decides, writes, entering each module once:
 
-    payments.read_payment -> firestore.read_booking_for_payment -> bookings.decide_payment
-    -> calendar.ensure_class_event (when the class needs its event) -> firestore.commit_booking
+    mercadopago.read_payment -> firestore.read_booking_for_payment -> payments.decide_payment
+    -> google_calendar.ensure_class_event (when the class needs its event)
+    -> firestore.commit_booking
 
 The commit is guarded by the booking's update time (and creates the payment's claim), so
-a concurrent delivery that wrote first makes it fail; `firestore.until_committed` then runs the
-path again from fresh Firestore reads (the payment read once per delivery) and finds the
+a concurrent delivery that wrote first makes it fail; `firestore.until_committed` then
+runs the path again from fresh Firestore reads (the payment read once per delivery) and finds the
 booking scheduled (or refunded). The event id is derived from the booking, so a second
 attempt adopts the event the first created.
 """

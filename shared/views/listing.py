@@ -498,7 +498,7 @@ def _join(
         missing = {booking_id for booking_id in named if booking_id and booking_id not in found}
         if missing:
             with timings.measure("firestore"):
-                found.update(read_bookings(missing, deadline))
+                found.update(_listed_fields(missing, deadline))
     sessions = _sessions_of(events, deadline, timings)
     rows = [
         _Row(
@@ -543,16 +543,11 @@ def _last_start(events: list[dict[str, Any]]) -> datetime | None:
     return None
 
 
-def booking_id_of(event: dict[str, Any]) -> str:
-    """The booking an event names, if it is a usable Firestore document id."""
-    return _usable(class_event(event).booking_id)
-
-
 def _usable(booking_id: str) -> str:
     return booking_id if firestore.is_booking_id(booking_id) else ""
 
 
-def read_bookings(booking_ids: Iterable[str], deadline: Deadline) -> dict[str, dict[str, Any]]:
+def _listed_fields(booking_ids: Iterable[str], deadline: Deadline) -> dict[str, dict[str, Any]]:
     """The named bookings, in one batched read (one round trip), only the listed fields."""
     refs = [firestore.booking_ref(b) for b in sorted({b for b in booking_ids if b})]
     snapshots = firestore.get_many(

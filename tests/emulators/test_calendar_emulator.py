@@ -941,7 +941,7 @@ def test_conference_failure_knob(service: Any, base_url: str) -> None:
 
 
 def test_production_shaped_booking_event(service: Any, base_url: str) -> None:
-    """The body shared.calendar builds for a paid booking, sent the way it sends it."""
+    """The body the Calendar adapter builds for a paid booking, sent the way it sends it."""
     body = event_body(
         id="0123456789abcdefghijklmnopqrstuv0123456789abcdefghij",
         description="Clase: Guitarra\nReserva: b-1",
