@@ -52,7 +52,7 @@ def run_demo(document: dict[str, Any]) -> dict[str, Any]:
     booking = _settled(client, booking_id)
     events = client.events_for_booking(booking_id)
     queued = bool((document.get("env") or {}).get("SCHEDULING_QUEUE"))
-    how = "the webhook queued it and schedule_class made it (as deployed)" if queued else "inline"
+    how = "queued by the webhook, made by schedule_class, as deployed" if queued else "inline"
     say(f"5. Booking {booking_id} is now '{booking.get('status')}' ({how}):")
     for field in (
         "paymentId",
