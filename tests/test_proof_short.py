@@ -55,7 +55,9 @@ def test_the_faults_really_happened(proof: dict[str, Any]) -> None:
 
     assert sum(faults["calendarFaultsInjected"].values()) > 0
     assert faults["firestoreProxy"]["connectionsReset"] > 0
-    assert faults["firestoreProxy"]["holdSeconds"] == [12.0]
+    # One freeze of the planned 12 s; a loaded machine wakes a little late, never early.
+    [held] = faults["firestoreProxy"]["holdSeconds"]
+    assert 12.0 <= held < 13.0
     assert faults["secretManagerCallsRefused"] > 0
     assert faults["restartSeconds"] > 0
     assert proof["chaos"]["refunds"]["made"] >= 2
