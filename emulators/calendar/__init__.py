@@ -9,9 +9,11 @@ unchanged with `client_options={"api_endpoint": "<url>/calendar/v3/"}`.
 Every request is checked against the discovery document shipped with
 google-api-python-client: path template and HTTP method, known query parameters (unknown
 ones answer 400 as Google does), types, enums and required parameters. Implemented:
-`events.insert/get/list/patch/update/delete/watch`, `channels.stop`, `calendars.get` and
-`calendarList.get`; every other discovered method answers 501. Any calendar id works
-(calendars spring into existence on first use). Calls need `Authorization: Bearer <token>`
+`events.insert/get/list/patch/update/delete/watch`, `channels.stop`, `calendars.get`,
+`calendarList.get` and `freebusy.query`; every other discovered method answers 501. Any
+calendar id works (calendars spring into existence on first use: any call naming the id in
+its path; ids are taken literally, so `primary` and the owner's email are two calendars).
+Calls need `Authorization: Bearer <token>`
 accepted by `check_access_token`, else 401; read methods of a calendar (`events.list`,
 `events.get`, `calendars.get`) also accept an API key alone (`key=`), as Google does for
 calendars made public (every calendar counts as public here; the key's value is not checked).
@@ -37,6 +39,19 @@ What group classes and enrollment bursts rely on, as Google documents it:
   with domain-wide delegation `token_email` names the impersonated user instead) may not
   add attendees: 403 `forbiddenForServiceAccounts`.
 - Usage limits are off until `/_emulator/calendar/quota` turns them on.
+- `freebusy.query` (POST `/calendar/v3/freeBusy`) answers `calendars[id].busy`: the events
+  of each calendar that are neither cancelled nor `transparent` (tentative ones count),
+  clipped to [timeMin, timeMax), sorted, merged where they overlap or touch, in UTC (`Z`;
+  a `timeZone` is checked but not applied). A calendar the caller may not see gets
+  `errors: [{"domain": "global", "reason": "notFound"}]` and `busy: []`: an id no call has
+  used yet (besides `primary`, the owner's and the caller's own email), or one `/forbid`
+  hides from the caller. Refused with 400: timeMax <= timeMin (`timeRangeEmpty`), a range
+  over 90 days (`invalid`, "The requested time range is too long."; Google refuses long
+  ranges but does not document the reason: our reading), more items than
+  `calendarExpansionMax` (at most 50, the default) allows (`tooManyCalendarsRequested`),
+  an expansion maximum past its documented bound (50; 100 for groups: our reading). Groups
+  are not expanded (no `groups` in the answer) and recurring events count by their first
+  instance. It is counted against the per-user request limit like every call.
 
 Control routes (never part of the emulated API; the shared ones are in `_base.py`):
 
@@ -60,6 +75,13 @@ Control routes (never part of the emulated API; the shared ones are in `_base.py
   account when empty) can no longer see the calendar: its bearer calls on it answer 404
   `notFound`, as Google answers for a calendar not shared with the account. Needs the
   `token_email` lookup (the OAuth emulator's) to know whose token a call carries.
+- `POST /_emulator/calendar/freebusy-errors` {"calendarId", "reason": "internalError",
+  "count": null}: free/busy of that calendar answers `errors: [{"domain": "global",
+  "reason"}]` and no busy time, for `count` queries (null: until cleared), whatever else
+  would apply; the other calendars of the query are answered as usual. Any reason may be
+  injected (Google warns that new ones may appear). `GET` shows {calendarId: {"reason",
+  "count"}}; `DELETE` clears them all. A failure of the whole call is a `/_emulator/faults`
+  rule with `"pathContains": "/freeBusy"`.
 - `POST /_emulator/calendar/quota` turns usage limits on, replacing the settings and clearing
   the counters; every key is optional: {"requestsPerMinute": 300 (per user; null: no
   limit), "requestWindowSeconds": 60, "rateLimitStatus": 403 | 429, "rateLimitReason":
@@ -75,14 +97,15 @@ Control routes (never part of the emulated API; the shared ones are in `_base.py
   counted. `GET` shows {"settings", "requests": {user: n}, "externalEmails": {calendarId:
   n}, "limited": {calendarId: seconds left}, "rejected": {reason: n}}; `DELETE` turns the
   limits off and clears the counters.
-- `POST /_emulator/calendar/reset`: drops every event, channel, delivery, invitation and
-  forbidden calendar, restores the conference setting, turns usage limits off (counters
-  cleared) and expires every sync token.
+- `POST /_emulator/calendar/reset`: drops every event, channel, delivery, invitation,
+  forbidden calendar and injected free/busy error, forgets which calendars were used,
+  restores the conference setting, turns usage limits off (counters cleared) and expires
+  every sync token.
 
 Layout, each part importing only those before it: `common` (Google's error shape, time and
 etag helpers), `discovery` (routes and query checks from the discovery document), `quota`
 (callers and usage limits), `push` (channels and notification deliveries), `store` (events,
-sync state, the emails a write sends) and `app` (`CalendarEmulator`: the HTTP routes).
+sync state, the emails a write sends, free/busy) and `app` (`CalendarEmulator`: the HTTP routes).
 """
 
 from __future__ import annotations

@@ -65,6 +65,7 @@ class CalendarEmulator:
             "calendar.channels.stop": self._channels_stop,
             "calendar.calendars.get": self._calendars_get,
             "calendar.calendarList.get": self._calendars_get,
+            "calendar.freebusy.query": self._freebusy_query,
         }
         self._install_api_routes()
         self._install_control_routes()
@@ -92,7 +93,10 @@ class CalendarEmulator:
                 self._authenticate(spec)
                 caller = self._caller()
                 self.store.quota.admit_request(caller.key)
-                self._check_calendar_access(path_params.get("calendarId"), caller)
+                calendar_id = path_params.get("calendarId")
+                self._check_calendar_access(calendar_id, caller)
+                if calendar_id is not None:  # first use: free/busy knows the calendar now
+                    self.store.note_calendar(calendar_id)
                 params = validate_query(spec, self.global_params, request.args)
                 handler = self._handlers.get(spec.id)
                 if handler is None:
@@ -255,6 +259,11 @@ class CalendarEmulator:
             }
         )
 
+    def _freebusy_query(
+        self, path: dict[str, str], params: dict[str, Any], caller: Caller
+    ) -> Response:
+        return json_response(self.store.free_busy(self._body(), caller))
+
     # -- control routes ---------------------------------------------------------------------
     def _install_control_routes(self) -> None:
         flask_app = self.app.app
@@ -298,6 +307,27 @@ class CalendarEmulator:
                 return json_response({"error": "calendarId is required"}, 400)
             self.store.forbid(str(raw["calendarId"]), str(raw.get("email") or ""))
             return json_response({})
+
+        @flask_app.route(prefix + "/freebusy-errors", methods=["GET", "POST", "DELETE"])
+        def freebusy_errors() -> Response:
+            if request.method == "POST":
+                raw = request.get_json(force=True, silent=True)
+                if not isinstance(raw, dict):
+                    return json_response({"error": "a JSON object"}, 400)
+                cal_id, reason = raw.get("calendarId"), raw.get("reason", "internalError")
+                count = raw.get("count")
+                if not isinstance(cal_id, str) or not cal_id:
+                    return json_response({"error": "calendarId is required"}, 400)
+                if not isinstance(reason, str) or not reason:
+                    return json_response({"error": "reason: a non-empty string"}, 400)
+                if count is not None and (
+                    isinstance(count, bool) or not isinstance(count, int) or count < 1
+                ):
+                    return json_response({"error": "count: a positive integer or null"}, 400)
+                self.store.inject_freebusy_error(cal_id, reason, count)
+            elif request.method == "DELETE":
+                self.store.clear_freebusy_errors()
+            return json_response(self.store.freebusy_errors())
 
         @flask_app.route(prefix + "/quota", methods=["GET", "POST", "DELETE"])
         def quota() -> Response:

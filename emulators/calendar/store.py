@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -57,6 +57,11 @@ MEET_ICON = (
 )
 # Guests at these domains use Google Calendar: `sendUpdates=externalOnly` skips them.
 GOOGLE_CALENDAR_DOMAINS = frozenset({"gmail.com", "googlemail.com", "google.com"})
+# freebusy.query limits: the FreeBusyRequest schema's documented maxima, and the longest range
+# Google answers (about 90 days; Cal.com splits longer ranges because Google refuses them).
+FREEBUSY_MAX_CALENDARS = 50
+FREEBUSY_MAX_GROUP = 100
+FREEBUSY_MAX_RANGE = timedelta(days=90)
 
 
 def normalize_when(raw: Any, which: str) -> tuple[dict[str, Any], datetime]:
@@ -121,6 +126,125 @@ def meet_code(seed: str) -> str:
     return f"{letters[:3]}-{letters[3:7]}-{letters[7:10]}"
 
 
+@dataclass(frozen=True)
+class FreeBusyQuery:
+    """A validated `freebusy.query` body: the range and the calendar ids, in request order."""
+
+    time_min: datetime
+    time_max: datetime
+    calendar_ids: tuple[str, ...]
+
+
+def _expansion_max(body: dict[str, Any], name: str, maximum: int) -> int | None:
+    """calendarExpansionMax/groupExpansionMax: an int32 (a JSON number or a numeric string,
+    as Google's JSON mapping takes both) from 1 to the documented maximum.
+
+    Our reading: a value past the maximum is refused, as the discovery bounds of query
+    parameters are, rather than silently lowered; Google does not say which it does.
+    """
+    raw = body.get(name)
+    if raw is None:
+        return None
+    value: int | None = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str) and raw.lstrip("-").isdigit():
+        value = int(raw)
+    if value is None or not 1 <= value <= maximum:
+        raise bad_request(f"Invalid value for: {name}. Values must be from 1 to {maximum}.", name)
+    return value
+
+
+def parse_freebusy_request(body: dict[str, Any]) -> FreeBusyQuery:
+    """Checks a FreeBusyRequest as Google does before computing anything.
+
+    Refused with a 400: a missing or unparseable timeMin/timeMax, an empty range
+    (`timeRangeEmpty`, as events.list), a range over 90 days (`invalid`, "The requested time
+    range is too long."; Google's reason for it is not documented, this is our reading), an
+    unknown timeZone, and more items than calendarExpansionMax (at most 50) allows
+    (`tooManyCalendarsRequested`).
+    """
+    times: dict[str, datetime] = {}
+    for name in ("timeMin", "timeMax"):
+        raw = body.get(name)
+        if raw is None:
+            raise CalendarError(400, "required", f"Missing {name} parameter.", location=name)
+        if not isinstance(raw, str):
+            raise bad_request("Bad Request", name, reason="badRequest")
+        times[name] = parse_query_time(raw, name)
+    time_min, time_max = times["timeMin"], times["timeMax"]
+    if time_max <= time_min:
+        raise CalendarError(
+            400, "timeRangeEmpty", "The specified time range is empty.", location="timeMax"
+        )
+    if time_max - time_min > FREEBUSY_MAX_RANGE:
+        raise bad_request("The requested time range is too long.", "timeMax")
+    tz_name = body.get("timeZone")
+    if tz_name is not None:
+        if not isinstance(tz_name, str):
+            raise bad_request("Invalid time zone definition for request time.", "timeZone")
+        time_zone(tz_name, "request")
+    limit = _expansion_max(body, "calendarExpansionMax", FREEBUSY_MAX_CALENDARS)
+    _expansion_max(body, "groupExpansionMax", FREEBUSY_MAX_GROUP)
+    items = body.get("items", [])
+    if not isinstance(items, list):
+        raise bad_request("Invalid value for: items", "items")
+    ids: list[str] = []
+    for item in items:
+        cal_id = item.get("id") if isinstance(item, dict) else None
+        if not isinstance(cal_id, str) or not cal_id:
+            raise CalendarError(400, "required", "Required", location="items.id")
+        if cal_id not in ids:
+            ids.append(cal_id)
+    if len(items) > (limit or FREEBUSY_MAX_CALENDARS):
+        raise CalendarError(
+            400,
+            "tooManyCalendarsRequested",
+            "The number of calendars requested is too large for a single query.",
+            location="items",
+        )
+    return FreeBusyQuery(time_min, time_max, tuple(ids))
+
+
+def busy_periods(
+    intervals: Iterable[tuple[datetime, datetime]], time_min: datetime, time_max: datetime
+) -> list[tuple[datetime, datetime]]:
+    """Clips intervals to [time_min, time_max), then sorts and merges them.
+
+    Intervals that overlap or touch become one, so back-to-back events read as one busy
+    block; what is left after clipping with no length (an instant event, one that ends
+    exactly at time_min) is no busy time at all.
+    """
+    clipped = sorted(
+        (max(start, time_min), min(end, time_max))
+        for start, end in intervals
+        if max(start, time_min) < min(end, time_max)
+    )
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in clipped:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _busy_time(dt: datetime) -> str:
+    """A busy bound as Google writes it: UTC with `Z`, seconds (fractions only when present)."""
+    utc = dt.astimezone(UTC)
+    if utc.microsecond:
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _FreeBusyFault:
+    """An injected per-calendar free/busy error: its reason, and how many queries it hits."""
+
+    reason: str
+    count: int | None = None  # None: until cleared
+
+
 @dataclass
 class _Record:
     """One stored event plus the bookkeeping that is not part of the resource."""
@@ -158,6 +282,8 @@ class CalendarStore:
         self.conference = ConferenceSettings()
         self.invitations: list[dict[str, Any]] = []
         self._forbidden: set[tuple[str, str]] = set()
+        self._known: set[str] = set()
+        self._freebusy_faults: dict[str, _FreeBusyFault] = {}
         self.quota = Quota()
 
     # -- controls ---------------------------------------------------------------------------
@@ -166,6 +292,8 @@ class CalendarStore:
             self._events.clear()
             self._channels.clear()
             self._forbidden.clear()
+            self._known.clear()
+            self._freebusy_faults.clear()
             self._epoch += 1
             self.conference = ConferenceSettings()
             self.invitations.clear()
@@ -184,6 +312,44 @@ class CalendarStore:
     def forbidden(self, calendar_id: str, email: str) -> bool:
         with self._lock:
             return bool({(calendar_id, ""), (calendar_id, email.lower())} & self._forbidden)
+
+    def note_calendar(self, calendar_id: str) -> None:
+        """Records that an API call named `calendar_id`: the calendar exists from now on.
+
+        Why: calendars spring into existence on first use, but free/busy of an id nobody
+        ever used answers `notFound`, as Google answers for a calendar it does not have.
+        """
+        with self._lock:
+            self._known.add(calendar_id)
+
+    def has_calendar(self, calendar_id: str, caller: Caller | None = None) -> bool:
+        """`primary`, the owner's and the caller's own calendars, and any calendar used so far."""
+        with self._lock:
+            return (
+                calendar_id in ("primary", self.owner_email)
+                or (caller is not None and calendar_id.lower() == (caller.email or "").lower())
+                or calendar_id in self._known
+                or calendar_id in self._events
+            )
+
+    def inject_freebusy_error(
+        self, calendar_id: str, reason: str = "internalError", count: int | None = None
+    ) -> None:
+        """From now on free/busy of `calendar_id` answers `errors: [{reason}]` and no busy
+        time, for `count` queries (None: until cleared). Replaces an earlier injection."""
+        with self._lock:
+            self._freebusy_faults[calendar_id] = _FreeBusyFault(reason, count)
+
+    def clear_freebusy_errors(self) -> None:
+        with self._lock:
+            self._freebusy_faults.clear()
+
+    def freebusy_errors(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {
+                cal: {"reason": f.reason, "count": f.count}
+                for cal, f in self._freebusy_faults.items()
+            }
 
     def set_conference(self, pending_gets: int, status_code: str) -> None:
         with self._lock:
@@ -452,6 +618,62 @@ class CalendarStore:
                 )
             out["items"] = [self._render(r) for r in page_items]
             return out
+
+    # -- free/busy --------------------------------------------------------------------------
+    def free_busy(self, body: dict[str, Any], caller: Caller | None = None) -> dict[str, Any]:
+        """freebusy.query: the busy blocks of each requested calendar in [timeMin, timeMax].
+
+        Busy time comes from events that are not cancelled and not `transparent` (tentative
+        ones count, as at Google), clipped to the range and merged, always in UTC: the
+        request's `timeZone` is checked but not applied (keeping `Z` is the safe reading;
+        clients parse offsets anyway). A calendar the caller may not see (one nobody used,
+        or one forbidden to the caller) gets `errors: [{"domain": "global", "reason":
+        "notFound"}]` and no busy time; an injected error wins over both. Recurring events
+        count by their first instance only: the store does not expand recurrences.
+        """
+        query = parse_freebusy_request(body)
+        calendars: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for cal_id in query.calendar_ids:
+                reason = self._freebusy_error(cal_id, caller)
+                if reason is not None:
+                    calendars[cal_id] = {
+                        "errors": [{"domain": "global", "reason": reason}],
+                        "busy": [],
+                    }
+                    continue
+                intervals = [
+                    (rec.start_at, rec.end_at)
+                    for rec in self._events.get(cal_id, {}).values()
+                    if rec.event.get("status") != "cancelled"
+                    and rec.event.get("transparency") != "transparent"
+                ]
+                calendars[cal_id] = {
+                    "busy": [
+                        {"start": _busy_time(start), "end": _busy_time(end)}
+                        for start, end in busy_periods(intervals, query.time_min, query.time_max)
+                    ]
+                }
+        return {
+            "kind": "calendar#freeBusy",
+            "timeMin": rfc3339(query.time_min),
+            "timeMax": rfc3339(query.time_max),
+            "calendars": calendars,
+        }
+
+    def _freebusy_error(self, calendar_id: str, caller: Caller | None) -> str | None:
+        """The per-calendar error reason free/busy answers for `calendar_id`, if any."""
+        fault = self._freebusy_faults.get(calendar_id)
+        if fault is not None:
+            if fault.count is not None:
+                fault.count -= 1
+                if fault.count <= 0:
+                    del self._freebusy_faults[calendar_id]
+            return fault.reason
+        email = (caller.email or "") if caller is not None else ""
+        if not self.has_calendar(calendar_id, caller) or self.forbidden(calendar_id, email):
+            return "notFound"
+        return None
 
     # -- channels ---------------------------------------------------------------------------
     def watch(self, calendar_id: str, body: dict[str, Any], base_url: str) -> dict[str, Any]:
@@ -901,4 +1123,15 @@ def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["CalendarStore", "ConferenceSettings", "meet_code", "normalize_when"]
+__all__ = [
+    "FREEBUSY_MAX_CALENDARS",
+    "FREEBUSY_MAX_GROUP",
+    "FREEBUSY_MAX_RANGE",
+    "CalendarStore",
+    "ConferenceSettings",
+    "FreeBusyQuery",
+    "busy_periods",
+    "meet_code",
+    "normalize_when",
+    "parse_freebusy_request",
+]
