@@ -132,7 +132,10 @@ def decide_seat(
     booking = decision.booking
     assert booking is not None
     if booking.id in (session.seats if session else {}):
-        return replace(decision, create_event=False, join_session=booking.session_id)
+        # Held by an earlier delivery that failed before the student joined: join now.
+        return replace(
+            decision, outcome="seat_held", create_event=False, join_session=booking.session_id
+        )
     if session is None or session.status != "scheduled" or not session.google_event_id:
         return _over_capacity(decision, "session_unavailable", auto_refund)
     late_decision = unless_begun(decision, session.as_booking(), now, late)

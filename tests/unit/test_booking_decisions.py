@@ -639,12 +639,13 @@ def test_a_seat_of_a_full_session_is_over_capacity_and_refunded_if_configured() 
     assert kept.session_fields is None and not kept.join_session
 
 
-def test_a_seat_already_held_is_not_counted_twice() -> None:
+def test_a_seat_already_held_is_not_counted_twice_and_joins_on_redelivery() -> None:
     decision = decide_seat(
         seat_payment(), session(1, **{BOOKING: "held"}), auto_refund=False, now=NOW
     )
     assert decision.session_fields is None
     assert decision.join_session == "ses-1"
+    assert decision.outcome == "seat_held"  # the service then adds the student to the event
 
 
 def test_a_refunded_seat_leaves_the_event_and_frees_its_place() -> None:
