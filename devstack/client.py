@@ -175,12 +175,15 @@ class StackClient:
         )
         return event
 
-    def invitations(self, event_id: str, action: str = "") -> list[dict[str, Any]]:
-        """The emails the Calendar emulator recorded for an event (of one kind, if given)."""
+    def invitations(self, event_id: str = "", action: str = "") -> list[dict[str, Any]]:
+        """The emails the Calendar emulator recorded, for one event (or all) and of one kind
+        (or every kind)."""
         base = self.doc["emulators"]["calendar"].split("/calendar/v3/")[0]
         log = self.http.get(f"{base}/_emulator/calendar/invitations", timeout=10).json()["log"]
         return [
-            i for i in log if i["eventId"] == event_id and (not action or i["action"] == action)
+            i
+            for i in log
+            if (not event_id or i["eventId"] == event_id) and (not action or i["action"] == action)
         ]
 
     def events_for_booking(self, booking_id: str) -> list[dict[str, Any]]:

@@ -39,14 +39,6 @@ def _in_days(days: int, hour: int = 18) -> dict[str, str]:
     return _class_at(start)
 
 
-def _invitations(client: StackClient) -> list[dict[str, Any]]:
-    base = client.doc["emulators"]["calendar"].split("/calendar/v3/")[0]
-    log: list[dict[str, Any]] = requests.get(
-        f"{base}/_emulator/calendar/invitations", timeout=10
-    ).json()["log"]
-    return log
-
-
 def _refunds(client: StackClient, payment_id: object) -> list[dict[str, Any]]:
     answer = requests.get(
         f"{client.doc['emulators']['mercadopago']}/v1/payments/{payment_id}/refunds",
@@ -74,7 +66,7 @@ def _assert_paid_late(
     assert booking["paymentId"] == str(payment_id)
     assert "googleEventId" not in booking and "meetLink" not in booking
     assert client.events_for_booking(booking_id) == []
-    assert len(_invitations(client)) == invited_before  # nobody was invited
+    assert len(client.invitations()) == invited_before  # nobody was invited
     issue = _issue(client, payment_id)
     assert issue["bookingId"] == booking_id
     assert issue["classStart"] == datetime.fromisoformat(booking["start"]).isoformat()
@@ -149,7 +141,7 @@ def test_a_late_payment_is_refunded_once_when_configured(
     assert booking["status"] == "refunded"
     assert booking["paymentStatus"] == "refunded"
     assert client.events_for_booking(booking_id) == []
-    assert _invitations(client) == []
+    assert client.invitations() == []
     assert _issue(client, payment["id"])["bookingId"] == booking_id
 
 
@@ -190,7 +182,7 @@ def test_a_seat_paid_after_its_session_began_takes_no_seat(client: StackClient) 
         **began,
     )
     payment = client.create_payment(booking_id)
-    invited = len(_invitations(client))  # the teacher, when the session was created
+    invited = len(client.invitations())  # the teacher, when the session was created
 
     assert client.notify(payment["id"])["status"] == 200
 
@@ -222,7 +214,7 @@ def test_reconcile_reports_a_paid_class_that_has_begun_instead_of_creating_it(
     assert booking["status"] == "paid_late"
     assert booking["needsAttention"] == "late_payment"
     assert client.events_for_booking(booking_id) == []
-    assert _invitations(client) == []
+    assert client.invitations() == []
     assert _issue(client, "4242")["bookingId"] == booking_id
     assert sweep(Deadline(10)).outcomes == []  # reported once, never healed
 
